@@ -1,0 +1,92 @@
+"""Sphinx extension: quote numbers and figures of ``results/`` in the book, never by hand.
+
+Role ``{result}`` — ``{result}`notebook:dotted.key|format``` — reads
+``results/<notebook>/<scale>.json`` and prints the value at ``dotted.key`` (list items
+by index). ``format`` is a Python format spec (``.3f``, ``d``) or ``pct`` (fraction shown
+as a percentage with one decimal) or ``pct0``; default ``str``.
+
+Directive ``{result-figure}`` — a ``{figure}`` whose argument ``notebook/name`` becomes
+``results/<notebook>/<scale>/<name>.png``.
+
+The scale is ``THESISLIB_BOOK_SCALE`` (``python -m thesislib.reproduce`` sets it), default ``cpu``.
+A missing file or key is a build error, so the book never shows a stale or invented number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.directives.patches import Figure
+from sphinx.util.docutils import SphinxRole
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def book_scale() -> str:
+    return os.environ.get("THESISLIB_BOOK_SCALE", "cpu")
+
+
+def lookup(record: Any, dotted: str) -> Any:
+    value = record
+    for part in dotted.split("."):
+        if isinstance(value, list):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise KeyError(f"no key {part!r} on the way to {dotted!r}")
+    return value
+
+
+def format_value(value: Any, spec: str) -> str:
+    if spec in ("", "str"):
+        return str(value)
+    if spec == "pct":
+        return f"{100 * float(value):.1f} %".replace(".", ",")
+    if spec == "pct0":
+        return f"{100 * float(value):.0f} %"
+    text = format(value, spec)
+    return text.replace(".", ",") if isinstance(value, float) else text
+
+
+class ResultRole(SphinxRole):
+    """``{result}`notebook:key|fmt``` → the number from results/<notebook>/<scale>.json."""
+
+    def run(self):
+        target, _, spec = self.text.partition("|")
+        notebook, _, key = target.partition(":")
+        path = REPO_ROOT / "results" / notebook / f"{book_scale()}.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            text = format_value(lookup(record, key.strip()), spec.strip())
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+            message = self.inliner.reporter.error(
+                f"result {self.text!r}: {error} (file {path}); run `python -m thesislib.reproduce`",
+                line=self.lineno)
+            return [self.inliner.problematic(self.rawtext, self.rawtext, message)], [message]
+        return [nodes.Text(text)], []
+
+
+class ResultFigure(Figure):
+    """``{result-figure} notebook/name`` → figure of results/<notebook>/<scale>/<name>.png."""
+
+    def run(self):
+        notebook, _, name = self.arguments[0].partition("/")
+        relative = f"results/{notebook}/{book_scale()}/{name}.png"
+        if not (REPO_ROOT / relative).exists():
+            error = self.state_machine.reporter.error(
+                f"result figure {relative} does not exist; run `python -m thesislib.reproduce`", line=self.lineno)
+            return [error]
+        self.arguments[0] = "/" + relative
+        return super().run()
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_role("result", ResultRole())
+    app.add_directive("result-figure", ResultFigure)
+    return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

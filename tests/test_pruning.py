@@ -1,0 +1,223 @@
+"""Tests of thesislib.pruning: every method, channel counts, function at ratio 1, OBS reconstruction, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from thesislib.models import resnet18, vit
+from thesislib.pruning import METHODS, GMPSchedule, channel_counts, fine_tune, prune, recalibrate_batchnorm
+from thesislib.pruning.pruner import NEEDS_CALIB
+
+ONE_SHOT = [m for m in METHODS if m != "continuous"]
+
+
+def _continuous_ready() -> bool:
+    try:
+        from thesislib.continuous import to_continuous  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+TESTED = ONE_SHOT + (["continuous"] if _continuous_ready() else [])
+
+
+def _resnet() -> nn.Module:
+    torch.manual_seed(0)
+    net = resnet18(num_classes=10, in_channels=1, stem="small", width=0.125)
+    # non-trivial BatchNorm statistics and affine parameters, as in a trained network
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def _vit() -> nn.Module:
+    torch.manual_seed(0)
+    return vit(image_size=8, patch_size=4, width=0.25, depth=2).eval()  # dim 16, 4 heads x 4, mlp 32
+
+
+def _data(n: int = 32, size: int = 12, image: int | None = None) -> tuple[torch.Tensor, DataLoader]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 1, image or size, image or size, generator=gen)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    return x, DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+def _expected(net: nn.Module, example: torch.Tensor, ratio: float) -> dict[str, int]:
+    """Requested counts: max(1, round(ratio * n)) per group, per head for attention head dimensions."""
+    heads = {f"{n}.head_dim": m.num_heads for n, m in net.named_modules() if hasattr(m, "num_heads")}
+    out = {}
+    for name, size in channel_counts(net, example).items():
+        h = heads.get(name, 1)
+        out[name] = h * max(1, round(ratio * (size // h)))
+    return out
+
+
+def _is_plain(model: nn.Module) -> bool:
+    return all(type(m).__module__.startswith(("torch.nn", "torchvision.models", "thesislib.models")) for m in model.modules())
+
+
+@pytest.mark.parametrize("method", TESTED)
+@pytest.mark.parametrize("arch", ["resnet", "vit"])
+def test_every_method_gives_requested_channels_and_runs(method: str, arch: str) -> None:
+    net = _resnet() if arch == "resnet" else _vit()
+    x, calib = _data(image=12 if arch == "resnet" else 8)
+    before = copy.deepcopy(net.state_dict())
+    small = prune(net, method, 0.5, x[:2], calib=calib, calib_batches=2)
+    assert _is_plain(small)
+    if method != "continuous":
+        assert channel_counts(small, x[:2]) == _expected(net, x[:2], 0.5)
+    assert small(x[:4]).shape == (4, 10)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # net untouched
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("method", TESTED)
+def test_ratio_one_keeps_the_function(method: str) -> None:
+    net = _resnet()
+    x, calib = _data()
+    small = prune(net, method, 1.0, x[:2], calib=calib, calib_batches=2)
+    with torch.no_grad():
+        ref, out = net(x), small(x)
+    assert torch.allclose(out, ref, atol=1e-4 * ref.abs().max().item())
+
+
+def test_vit_heads_are_pruned_with_consistent_attributes() -> None:
+    net = _vit()
+    x, _ = _data(image=8)
+    small = prune(net, "l2", 0.5, x[:2], attention="heads")
+    for block in small.blocks:
+        attn = block.attn
+        assert (attn.num_heads, attn.head_dim) == (2, 4)
+        assert attn.qkv.out_features == 3 * 2 * 4 and attn.proj.in_features == 2 * 4
+    assert small(x[:3]).shape == (3, 10)
+
+
+def test_vit_head_dims_keep_the_logit_scale() -> None:
+    net = _vit()
+    x, _ = _data(image=8)
+    small = prune(net, "l1", 0.5, x[:2])
+    attn = small.blocks[0].attn
+    assert (attn.num_heads, attn.head_dim) == (4, 2)
+    assert attn.scale == pytest.approx(1 / 4 ** 0.5)  # 1/sqrt(original head_dim 4)
+
+
+def _conv2_error(model: nn.Module, calib: DataLoader, ref: nn.Module) -> float:
+    """Output error of layer1.0.conv2 (before BatchNorm) on the calibration data, relative to ``ref``."""
+    outs = {}
+
+    def grab(key):
+        def hook(_m, _i, out):
+            outs.setdefault(key, []).append(out.detach())
+        return hook
+
+    handles = [model.layer1[0].conv2.register_forward_hook(grab("m")), ref.layer1[0].conv2.register_forward_hook(grab("r"))]
+    with torch.no_grad():
+        for x, _ in calib:
+            model(x)
+            ref(x)
+    for h in handles:
+        h.remove()
+    return (torch.cat(outs["m"]) - torch.cat(outs["r"])).pow(2).mean().item()
+
+
+def test_obs_reconstructs_better_than_l1() -> None:
+    net = _resnet()
+    x, calib = _data(n=64)
+    ratio = {"layer1.0.conv1": 0.75}  # only this group: conv2's input loses 2 of 8 channels
+    obs = prune(net, "obs", ratio, x[:2], calib=calib, calib_batches=8)
+    l1 = prune(net, "l1", ratio, x[:2], calib=calib, calib_batches=8)
+    assert obs.layer1[0].conv2.in_channels == l1.layer1[0].conv2.in_channels == 6
+    assert _conv2_error(obs, calib, net) < _conv2_error(l1, calib, net)
+
+
+def test_global_allocation_keeps_the_overall_ratio() -> None:
+    net = _resnet()
+    x, calib = _data()
+    full = channel_counts(net, x[:2])
+    small = prune(net, "l2", 0.5, x[:2], allocation="global")
+    counts = channel_counts(small, x[:2])
+    assert set(counts) == set(full)
+    assert abs(sum(counts.values()) - round(0.5 * sum(full.values()))) <= len(full)
+    assert counts != _expected(net, x[:2], 0.5)  # not simply uniform
+
+
+def test_merging_methods_fold_identical_channels_exactly() -> None:
+    """Two equal filters (with equal BatchNorm) merged into one: the consumer's summed column keeps the output."""
+    net = _resnet()
+    conv, bn, nxt = net.layer1[0].conv1, net.layer1[0].bn1, net.layer1[0].conv2
+    with torch.no_grad():
+        for c in range(4):  # channels 4..7 duplicate channels 0..3
+            conv.weight[4 + c] = conv.weight[c]
+            for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+                t[4 + c] = t[c]
+    x, calib = _data()
+    for method in ("ifm", "fold"):
+        small = prune(net, method, {"layer1.0.conv1": 0.5}, x[:2], calib=calib)
+        assert small.layer1[0].conv2.in_channels == 4
+        with torch.no_grad():
+            assert torch.allclose(small(x), net(x), atol=1e-4)
+
+
+def test_recalibration_matches_batch_statistics() -> None:
+    net = _resnet()
+    x, calib = _data()
+    recalibrate_batchnorm(net, calib, batches=4)
+    acts = []
+    h = net.bn1.register_forward_hook(lambda m, i, o: acts.append(i[0].detach()))
+    with torch.no_grad():
+        for xb, _ in calib:
+            net(xb)
+    h.remove()
+    per_batch_mean = torch.stack([a.mean((0, 2, 3)) for a in acts]).mean(0)
+    assert torch.allclose(net.bn1.running_mean, per_batch_mean, atol=1e-5)
+    assert not net.bn1.training and net.bn1.momentum == 0.1
+
+
+def test_gmp_schedule_is_cubic() -> None:
+    s = GMPSchedule(final_ratio=0.25, begin_step=10, end_step=50, frequency=10)
+    assert s.sparsity(0) == 0 and s.sparsity(10) == 0
+    assert s.sparsity(50) == pytest.approx(0.75) and s.sparsity(99) == pytest.approx(0.75)
+    assert s.sparsity(30) == pytest.approx(0.75 + (0 - 0.75) * (1 - 0.5) ** 3)
+    assert [t for t in range(60) if s.is_pruning_step(t)] == [10, 20, 30, 40, 50]
+
+
+def test_gmp_fine_tune_reaches_final_width_and_trains() -> None:
+    net = _resnet()
+    x, calib = _data()
+    model = copy.deepcopy(net).train()
+    fine_tune(model, calib, steps=6, schedule=GMPSchedule(final_ratio=0.5, end_step=4, frequency=2), lr=0.01)
+    assert channel_counts(model, x[:2]) == _expected(net, x[:2], 0.5)
+    assert not model.training and model(x[:2]).shape == (2, 10)
+
+
+@pytest.mark.parametrize("method", sorted(NEEDS_CALIB))
+def test_methods_needing_calibration_refuse_without_it(method: str) -> None:
+    x, _ = _data()
+    with pytest.raises(ValueError, match="calib"):
+        prune(_resnet(), method, 0.5, x[:2])
+
+
+def test_bad_input_is_refused() -> None:
+    net = _resnet()
+    x, calib = _data()
+    with pytest.raises(ValueError, match="METHODS.*l1"):
+        prune(net, "magnitude", 0.5, x[:2])
+    for ratio in (0.0, -0.5, 1.5, True):
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            prune(net, "l1", ratio, x[:2])
+    with pytest.raises(ValueError, match="recalibrate"):
+        prune(net, "l1", 0.5, x[:2], recalibrate=True)
+    with pytest.raises(ValueError, match="allocation"):
+        prune(net, "l1", 0.5, x[:2], allocation="layerwise")
+    with pytest.raises(ValueError, match="unknown group"):
+        prune(net, "l1", {"no.such.group": 0.5}, x[:2])

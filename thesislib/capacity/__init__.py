@@ -1,0 +1,26 @@
+"""Capacity of a layer as the Nyquist rate of its channel function, and cost-aware widths.
+
+* :mod:`~thesislib.capacity.spectrum` — DCT-II power along the channel axis and the
+  Nyquist width (smallest sample count keeping a fraction of the power);
+* :mod:`~thesislib.capacity.estimators` — per-group capacity of a continuous model
+  by the weight spectrum, the consumer-output error, or the feature-map spectrum;
+* :mod:`~thesislib.capacity.knee` — measured knees (bisection over one group's width)
+  and the predicted-vs-knee table with Spearman correlation;
+* :mod:`~thesislib.capacity.profiling` — per-layer MACs and measured latency;
+* :mod:`~thesislib.capacity.allocation` — widths under a MACs or latency budget.
+"""
+
+from thesislib.capacity.allocation import CostModel, allocate, proportional_widths, uniform_widths
+from thesislib.capacity.estimators import (METHODS, capacities, feature_spectra, group_capacity,
+                                           output_error, weight_spectrum)
+from thesislib.capacity.knee import KneeTable, compare, knee_table, knee_width
+from thesislib.capacity.profiling import LayerProfile, Profile, profile
+from thesislib.capacity.spectrum import band_limited, combined_spectrum, nyquist_from_spectrum, nyquist_width, spectrum
+
+__all__ = [
+    "spectrum", "nyquist_width", "nyquist_from_spectrum", "combined_spectrum", "band_limited",
+    "group_capacity", "capacities", "weight_spectrum", "feature_spectra", "output_error", "METHODS",
+    "knee_width", "knee_table", "compare", "KneeTable",
+    "profile", "Profile", "LayerProfile",
+    "allocate", "uniform_widths", "proportional_widths", "CostModel",
+]

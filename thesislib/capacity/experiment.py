@@ -1,0 +1,199 @@
+"""The capacity experiment of ``notebooks/capacity.ipynb``: estimators vs knees, and allocations.
+
+On the trained Fashion-MNIST ResNet-18 of a scale, converted with
+:func:`thesislib.continuous.to_continuous`:
+
+1. the weight and feature spectra of every channel group;
+2. every estimator's predicted widths against the measured knees (anti-aliased
+   resampling of one group, BatchNorm recalibration, accuracy within ``tol``);
+3. accuracy, MACs and measured latency of uniform widths, the Nyquist
+   (capacity-proportional) allocation and the greedy MACs- and latency-aware
+   allocations at equal budgets, with and without anti-aliasing, every model with
+   the same BatchNorm recalibration.
+
+Everything the notebook prints or plots comes from :func:`run`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from thesislib.capacity.allocation import CostModel, allocate, proportional_widths, uniform_widths
+from thesislib.capacity.estimators import METHODS, capacities, feature_spectra, weight_spectrum
+from thesislib.capacity.knee import KneeTable, full_widths, knee_table, preserved_state
+from thesislib.capacity.profiling import profile
+from thesislib.config import check_scale, seed_everything
+
+
+@dataclass(frozen=True)
+class CapacitySettings:
+    """Sizes of the capacity experiment at one scale."""
+
+    eval_images: int          # fixed test subset for knees and allocations
+    recal_batches: int        # BatchNorm recalibration batches after every resampling
+    calib_batches: int        # batches for the "output" and "features" estimators
+    knee_steps: int | None    # bisection evaluations per group (None: to exactness)
+    budgets: tuple[float, ...]
+    latency_batch: int
+    latency_repeats: int
+    tol: float = 0.01
+    energy: float = 0.99
+
+
+SETTINGS: dict[str, CapacitySettings] = {
+    "smoke": CapacitySettings(eval_images=256, recal_batches=2, calib_batches=1, knee_steps=3,
+                              budgets=(0.5,), latency_batch=16, latency_repeats=3, tol=0.02),
+    "cpu": CapacitySettings(eval_images=1000, recal_batches=8, calib_batches=2, knee_steps=None,
+                            budgets=(0.3, 0.5, 0.7), latency_batch=64, latency_repeats=10),
+    "gpu": CapacitySettings(eval_images=10000, recal_batches=20, calib_batches=4, knee_steps=None,
+                            budgets=(0.2, 0.3, 0.5, 0.7), latency_batch=256, latency_repeats=50),
+}
+
+
+@dataclass
+class Setup:
+    """The converted model and the data every step of the experiment shares."""
+
+    cnet: Any
+    calib: DataLoader
+    evaluate: Callable[[Any], float]
+    recalibrate: Callable[[Any], None]
+    example: torch.Tensor
+    settings: CapacitySettings
+    base_accuracy: float
+    device: torch.device
+
+
+def setup(scale: str, seed: int = 0, device: torch.device | str | None = None) -> Setup:
+    """Load the scale's trained ResNet-18, convert it, and build evaluate/recalibrate callbacks."""
+    from thesislib.continuous import to_continuous
+    from thesislib.data import fashion_loaders
+    from thesislib.training import evaluate_accuracy, fashion_resnet18
+
+    check_scale(scale)
+    seed_everything(seed)
+    s = SETTINGS[scale]
+    model = fashion_resnet18(scale, device=device)
+    device = next(model.parameters()).device
+    loaders = fashion_loaders(scale, seed=seed)
+    test = loaders.test.dataset
+    subset = Subset(test, list(range(min(s.eval_images, len(test)))))
+    eval_loader = DataLoader(subset, batch_size=256, shuffle=False)
+    example = next(iter(loaders.calib))[0][:8].to(device)
+    base = evaluate_accuracy(model, eval_loader, device)
+    cnet = to_continuous(model, example).to(device).eval()
+
+    def evaluate(net: Any) -> float:
+        return evaluate_accuracy(net, eval_loader, device)
+
+    def recalibrate(net: Any) -> None:
+        net.recalibrate(loaders.calib, batches=s.recal_batches)
+
+    return Setup(cnet, loaders.calib, evaluate, recalibrate, example, s, base, device)
+
+
+def spectra(st: Setup) -> dict[str, dict[str, list[float]]]:
+    """``{"weights" | "features": {group: normalised DCT power}}`` of every group."""
+    cnet = st.cnet
+    feats = feature_spectra(cnet, st.calib, batches=st.settings.calib_batches)
+    return {"weights": {g.name: weight_spectrum(cnet, g.name).tolist() for g in cnet.groups},
+            "features": {n: p.tolist() for n, p in feats.items()}}
+
+
+def predictions(st: Setup) -> dict[str, dict[str, int]]:
+    """``{estimator: {group: predicted width}}`` for every estimator."""
+    return {m: capacities(st.cnet, st.settings.energy, m, st.calib, st.settings.calib_batches) for m in METHODS}
+
+
+def knees(st: Setup, predicted: dict[str, dict[str, int]]) -> KneeTable:
+    """Measured knees of every group and their comparison with ``predicted``."""
+    s = st.settings
+    return knee_table(st.cnet, st.evaluate, predicted, tol=s.tol, antialias=True,
+                      recalibrate=st.recalibrate, steps=s.knee_steps)
+
+
+def _measure(st: Setup, widths: dict[str, int], antialias: bool, model: CostModel,
+             macs_model: CostModel) -> dict[str, Any]:
+    cnet = st.cnet
+    with preserved_state(cnet):
+        cnet.resample(widths, antialias=antialias)
+        st.recalibrate(cnet)
+        cnet.eval()
+        accuracy = st.evaluate(cnet)
+        plain = cnet.export().eval()
+    x = st.example[:1].repeat(st.settings.latency_batch, 1, 1, 1)
+    prof = profile(plain, x, repeats=st.settings.latency_repeats, warmup=2, threads=1)
+    return {"accuracy": accuracy, "macs": prof.macs, "macs_fraction": macs_model.fraction(widths),
+            "modelled_latency_fraction": model.fraction(widths), "latency_s": prof.latency}
+
+
+def allocations(st: Setup, capacity: dict[str, int]) -> dict[str, Any]:
+    """Uniform, Nyquist (capacity-proportional) and greedy MACs/latency-aware widths per budget.
+
+    ``capacity`` is the best estimator's prediction. Each allocation is evaluated
+    with and without anti-aliasing, always after BatchNorm recalibration; latency
+    is measured on the exported plain model (batch ``latency_batch``, 1 thread).
+    """
+    cnet, s = st.cnet, st.settings
+    with preserved_state(cnet):
+        cnet.resample(full_widths(cnet), antialias=False)
+        full_plain = cnet.export().eval()
+    x = st.example[:1].repeat(s.latency_batch, 1, 1, 1)
+    prof = profile(full_plain, x, repeats=s.latency_repeats, warmup=2, threads=1)
+    lat_model, macs_model = CostModel(cnet, prof, "latency"), CostModel(cnet, prof, "macs")
+    full = {"accuracy": None, "macs": prof.macs, "latency_s": prof.latency}
+    with preserved_state(cnet):
+        cnet.resample(full_widths(cnet), antialias=False)
+        st.recalibrate(cnet)
+        cnet.eval()
+        full["accuracy"] = st.evaluate(cnet)
+    out: dict[str, Any] = {"full": full, "budgets": {}}
+    for budget in s.budgets:
+        schemes = {
+            "uniform": uniform_widths(cnet, budget, "macs", profile=prof),
+            "nyquist": proportional_widths(cnet, budget, capacity, "macs", profile=prof),
+            "greedy_macs": allocate(cnet, budget, "macs", capacity=capacity, profile=prof),
+            "greedy_latency": allocate(cnet, budget, "latency", capacity=capacity, profile=prof),
+        }
+        row = {}
+        for name, widths in schemes.items():
+            with_aa = _measure(st, widths, True, lat_model, macs_model)
+            without = _measure(st, widths, False, lat_model, macs_model)
+            row[name] = {**with_aa, "accuracy_naive": without["accuracy"], "widths": widths}
+        out["budgets"][str(budget)] = row
+    return out
+
+
+def run(scale: str, seed: int = 0, device: torch.device | str | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole experiment; returns JSON-ready results (and the KneeTable under ``"table"``)."""
+    t0 = time.perf_counter()
+    st = setup(scale, seed, device)
+    log(f"groups: {len(st.cnet.groups)}, base accuracy on the eval subset: {st.base_accuracy:.4f}")
+    spec = spectra(st)
+    predicted = predictions(st)
+    log(f"estimators done ({time.perf_counter() - t0:.1f} s)")
+    table = knees(st, predicted)
+    log(f"knees done ({time.perf_counter() - t0:.1f} s)")
+    best = table.best or "weights"
+    alloc = allocations(st, predicted[best])
+    log(f"allocations done ({time.perf_counter() - t0:.1f} s)")
+    return {
+        "base_accuracy": st.base_accuracy,
+        "groups": {g.name: int(g.size) for g in st.cnet.groups},
+        "predicted": table.predicted,
+        "knees": table.knees,
+        "spearman": table.spearman,
+        "mean_relative_error": table.mean_relative_error,
+        "best_estimator": best,
+        "allocations": alloc,
+        "spectra": spec,
+        "table": table,
+        "settings": st.settings.__dict__,
+    }

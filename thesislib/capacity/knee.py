@@ -1,0 +1,200 @@
+"""Measured knees: the smallest width of one channel group that keeps the model's quality.
+
+The knee of a group is the ground truth that every capacity estimator is judged
+against: resample that group alone (every other group at full width), evaluate,
+and bisect for the smallest width whose quality is within ``tol`` of the
+full-width quality. Bisection assumes quality is non-decreasing in the width
+(true up to noise for anti-aliased resampling; a non-monotone curve makes the
+result one of possibly several crossings, still a width that passes).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import scipy.stats
+from torch import nn
+
+Evaluate = Callable[[nn.Module], float]
+Recalibrate = Callable[[nn.Module], None]
+
+
+def group_by_name(cnet: Any, name: str) -> Any:
+    """The channel group of ``cnet`` called ``name``; ``ValueError`` listing the valid names."""
+    for group in cnet.groups:
+        if group.name == name:
+            return group
+    raise ValueError(f"unknown group {name!r}; groups: {[g.name for g in cnet.groups]}")
+
+
+def current_widths(cnet: Any) -> dict[str, int]:
+    """``{group_name: current width}`` of ``cnet``."""
+    return {g.name: int(g.width) for g in cnet.groups}
+
+
+def full_widths(cnet: Any) -> dict[str, int]:
+    """``{group_name: original size}`` of ``cnet``."""
+    return {g.name: int(g.size) for g in cnet.groups}
+
+
+class preserved_state:
+    """Context manager: restore ``cnet``'s widths and ``state_dict`` on exit.
+
+    Recalibration rewrites BatchNorm statistics, so widths alone are not enough.
+    Widths are restored first (so tensor shapes match), then the state.
+    """
+
+    def __init__(self, cnet: Any):
+        self.cnet = cnet
+
+    def __enter__(self) -> Any:
+        self.widths = current_widths(self.cnet)
+        self.training = self.cnet.training
+        self.state = copy.deepcopy(self.cnet.state_dict())
+        return self.cnet
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cnet.resample(self.widths, antialias=False)
+        self.cnet.load_state_dict(self.state)
+        self.cnet.train(self.training)
+
+
+def _quality(cnet: Any, widths: Mapping[str, int], evaluate: Evaluate, antialias: bool,
+             recalibrate: Recalibrate | None) -> float:
+    cnet.resample(dict(widths), antialias=antialias)
+    if recalibrate is not None:
+        recalibrate(cnet)
+    cnet.eval()
+    return float(evaluate(cnet))
+
+
+def bisect_smallest(passes: Callable[[int], bool], lo: int, hi: int, steps: int | None = None) -> int:
+    """Smallest ``w`` in ``[lo, hi]`` with ``passes(w)``, given ``passes(hi)`` and monotonicity.
+
+    With ``steps`` the bisection stops after that many evaluations and returns
+    the smallest width known to pass (an upper bound on the knee).
+    """
+    if lo > hi:
+        raise ValueError(f"empty width range [{lo}, {hi}]")
+    done = 0
+    while lo < hi and (steps is None or done < steps):
+        mid = (lo + hi) // 2
+        done += 1
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def knee_width(cnet: Any, group: str, evaluate: Evaluate, tol: float = 0.01, antialias: bool = True,
+               recalibrate: Recalibrate | None = None, steps: int | None = None,
+               reference: float | None = None) -> int:
+    """Smallest width of ``group`` alone whose quality is at least ``full - tol``.
+
+    ``evaluate(model) -> float`` is a quality (higher is better, e.g. accuracy);
+    every other group is held at full width; ``recalibrate(cnet)`` (e.g. BatchNorm
+    statistics on calibration batches) runs after every resampling, the full-width
+    reference included, so all widths are compared under the same treatment.
+    ``reference`` skips the full-width evaluation when it is already known.
+    Bisection over ``[1, size]`` assumes quality non-decreasing in width; at most
+    ``steps`` evaluations when given. ``cnet``'s widths and state are restored.
+    """
+    if tol < 0 or not math.isfinite(tol):
+        raise ValueError(f"tol must be a finite non-negative quality drop, got {tol}")
+    size = int(group_by_name(cnet, group).size)
+    full = full_widths(cnet)
+    with preserved_state(cnet):
+        if reference is None:
+            reference = _quality(cnet, full, evaluate, antialias, recalibrate)
+
+        def passes(width: int) -> bool:
+            return _quality(cnet, {**full, group: width}, evaluate, antialias, recalibrate) >= reference - tol
+
+        return bisect_smallest(passes, 1, size, steps)
+
+
+@dataclass
+class KneeTable:
+    """Predicted widths per estimator against measured knees, per group."""
+
+    groups: list[str]
+    sizes: dict[str, int]
+    knees: dict[str, int]
+    predicted: dict[str, dict[str, int]]                   # estimator -> group -> width
+    spearman: dict[str, float] = field(default_factory=dict)
+    mean_relative_error: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> str | None:
+        """The estimator with the highest Spearman correlation (ties: lower relative error)."""
+        scored = [(e, s) for e, s in self.spearman.items() if not math.isnan(s)]
+        if not scored:
+            return None
+        return max(scored, key=lambda es: (es[1], -self.mean_relative_error[es[0]]))[0]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per group: name, size, knee and every estimator's width."""
+        return [{"group": g, "size": self.sizes[g], "knee": self.knees[g],
+                 **{e: p[g] for e, p in self.predicted.items()}} for g in self.groups]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for ``save_result``)."""
+        return {"rows": self.rows(), "spearman": self.spearman,
+                "mean_relative_error": self.mean_relative_error, "best": self.best}
+
+    def __str__(self) -> str:
+        estimators = list(self.predicted)
+        head = ["group", "size", "knee", *estimators]
+        lines = ["  ".join(f"{h:>10}" for h in head)]
+        for row in self.rows():
+            lines.append("  ".join(f"{str(row[h]):>10}" for h in head))
+        lines.append("  ".join([f"{'spearman':>10}", " " * 10, " " * 10,
+                                *(f"{self.spearman[e]:>10.3f}" for e in estimators)]))
+        lines.append("  ".join([f"{'rel.err':>10}", " " * 10, " " * 10,
+                                *(f"{self.mean_relative_error[e]:>10.3f}" for e in estimators)]))
+        return "\n".join(lines)
+
+
+def compare(predicted: Mapping[str, Mapping[str, int]], knees: Mapping[str, int],
+            sizes: Mapping[str, int] | None = None) -> KneeTable:
+    """Spearman rank correlation and mean relative error ``|pred - knee| / knee`` per estimator.
+
+    Spearman is NaN when either side is constant over the groups (undefined rank
+    correlation) or there are fewer than two groups.
+    """
+    groups = list(knees)
+    if not groups:
+        raise ValueError("compare needs at least one group with a measured knee")
+    table = KneeTable(groups=groups, sizes=dict(sizes or {g: 0 for g in groups}), knees=dict(knees),
+                      predicted={e: {g: int(p[g]) for g in groups} for e, p in predicted.items()})
+    k = np.array([knees[g] for g in groups], dtype=float)
+    for estimator, pred in table.predicted.items():
+        p = np.array([pred[g] for g in groups], dtype=float)
+        if len(groups) < 2 or np.all(p == p[0]) or np.all(k == k[0]):
+            rho = float("nan")
+        else:
+            rho = float(scipy.stats.spearmanr(p, k).statistic)
+        table.spearman[estimator] = rho
+        table.mean_relative_error[estimator] = float(np.mean(np.abs(p - k) / np.maximum(k, 1)))
+    return table
+
+
+def knee_table(cnet: Any, evaluate: Evaluate, predicted: Mapping[str, Mapping[str, int]],
+               groups: Sequence[str] | None = None, tol: float = 0.01, antialias: bool = True,
+               recalibrate: Recalibrate | None = None, steps: int | None = None) -> KneeTable:
+    """Measure the knee of every group (or of ``groups``) and compare it with ``predicted``.
+
+    ``predicted`` maps an estimator name to ``{group: width}``; the full-width
+    quality is measured once and shared by all knee searches.
+    """
+    names = list(groups) if groups is not None else [g.name for g in cnet.groups]
+    sizes = {n: int(group_by_name(cnet, n).size) for n in names}
+    with preserved_state(cnet):
+        reference = _quality(cnet, full_widths(cnet), evaluate, antialias, recalibrate)
+    knees = {n: knee_width(cnet, n, evaluate, tol, antialias, recalibrate, steps, reference) for n in names}
+    return compare(predicted, knees, sizes)

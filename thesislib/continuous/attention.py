@@ -1,0 +1,65 @@
+"""Continuous multi-head attention: a head axis and a per-head (head-dimension) axis.
+
+For ``thesislib.models.vit.Attention`` (timm layout: ``qkv`` rows ``[3, heads, head_dim]``,
+``proj`` columns ``[heads, head_dim]``) the attention output is
+
+    o = sum_h sum_d P[:, h, d] * (softmax(s * Q_h K_h^T) V_h)[:, d],   Q_h K_h^T = sum_d q_{h,d} k_{h,d},
+
+so the head-dimension axis is summed twice -- in ``q . k`` and in ``proj`` -- and the head axis
+once, in ``proj``. With ``d`` samples of ``head_dim`` and ``h`` of ``heads``: q, v are sampled
+(producers), k carries the head-dimension quadrature weights (so ``q . k`` keeps its scale and the
+logit scale ``s`` stays that of the original ``head_dim``), and ``proj`` carries the quadrature
+weights of both axes. At full width every operator is the identity, so the original block is
+reproduced exactly. ``num_heads``/``head_dim``/``scale`` of the module follow the widths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .axis import AxisOp
+
+
+@dataclass
+class AttnSpec:
+    """How a ``qkv`` (``sections = 3``) or ``proj`` (``sections = 1``) tensor splits into heads."""
+
+    dim: int            # physical axis holding sections x heads x head_dim
+    sections: int
+    heads: str          # group names
+    head_dim: str
+    head_roles: tuple[str, ...]
+    dim_roles: tuple[str, ...]
+
+
+def section_view(t: torch.Tensor, spec: AttnSpec, heads: int, head_dim: int) -> torch.Tensor:
+    """``t`` with axis ``spec.dim`` split into ``[sections, heads, head_dim]`` (a view)."""
+    shape = list(t.shape)
+    return t.reshape(shape[:spec.dim] + [spec.sections, heads, head_dim] + shape[spec.dim + 1:])
+
+
+def sample_attention_axes(t: torch.Tensor, spec: AttnSpec, sizes: tuple[int, int],
+                          ops: dict[str, dict[str, AxisOp]]) -> torch.Tensor:
+    """Resample the head and head-dimension axes of one ``qkv``/``proj`` tensor."""
+    op_h, op_d = ops[spec.heads], ops[spec.head_dim]
+    if all(o.identity for o in op_h.values()) and all(o.identity for o in op_d.values()):
+        return t
+    v = section_view(t, spec, *sizes)
+    parts = []
+    for s in range(spec.sections):
+        p = v.select(spec.dim, s)
+        p = op_h[spec.head_roles[s]].apply(p, spec.dim)
+        p = op_d[spec.dim_roles[s]].apply(p, spec.dim + 1)
+        parts.append(p.flatten(spec.dim, spec.dim + 1))
+    return torch.cat(parts, spec.dim)
+
+
+def member_view(t: torch.Tensor, view: str, heads: int, head_dim: int) -> torch.Tensor:
+    """The view of an attention tensor a :class:`GroupMember` with ``view`` refers to."""
+    if view in ("q", "k", "v"):
+        return t.reshape(3, heads, head_dim, *t.shape[1:])["qkv".index(view)]
+    if view == "proj":
+        return t.reshape(t.shape[0], heads, head_dim)
+    raise ValueError(f"unknown attention view {view!r}; valid: q, k, v, proj")

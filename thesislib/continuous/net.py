@@ -1,0 +1,510 @@
+"""ContinuousNet: a trained network whose channel axes are continuous (Integral Neural Networks).
+
+``to_continuous(net, example_inputs)`` (Solodskikh et al., CVPR 2023) keeps the original module
+graph and turns every coupled channel group (:mod:`.groups`) into a continuous axis:
+
+1. the channels of each group are permuted to minimise the total variation of *all* the group's
+   tensors (:mod:`.permutation`) -- a function-preserving reordering;
+2. the (permuted) parameters and BatchNorm statistics of the original modules become the control
+   points -- they stay the module's own ``nn.Parameter`` objects, so an optimizer built on
+   ``cnet.parameters()`` keeps them forever;
+3. a forward at widths ``{group: m}`` samples every member tensor with the axis operators of
+   :mod:`.axis` (producers/norms: ``A`` or ``A L``; consumers: ``diag(w^(m)) A diag(w^(n))^{-1}``),
+   once per forward (eval: cached until a parameter changes), and calls the original modules with
+   the sampled tensors through :func:`torch.func.functional_call`; width-dependent attributes
+   (``groups`` of depthwise convolutions, ``normalized_shape`` of LayerNorm, ``num_heads``/
+   ``head_dim`` of attention, ``in/out_channels``...) are set to match. At full width all
+   operators are the identity and the original forward runs unchanged.
+
+BatchNorm is continuous too: its affine parameters and running statistics are sampled like
+producers; :meth:`ContinuousNet.recalibrate` re-estimates the statistics at the current widths.
+A ``spectral_norm`` parametrisation is kept: its ``original`` weight is the control tensor, its
+power-iteration vectors ``u``/``v`` are sampled with the weight's axes and refined by power
+iteration on the sampled weight, and the exported module keeps the parametrisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.utils import parametrize
+
+from .attention import AttnSpec, member_view, sample_attention_axes
+from .axis import INTERPOLATIONS, QUADRATURES, AxisOp, axis_op
+from .groups import (AttrRule, ChannelGroup, GroupMember, attention_groups, find_groups, is_vit_attention)
+from .permutation import channel_distances, total_variation, tv_order
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass
+class _Slot:
+    """One tensor of the original network that is sampled: its key and its continuous axes."""
+
+    key: str
+    axes: list[tuple[int, str, str]] = field(default_factory=list)  # (dim, group, role)
+    attn: AttnSpec | None = None
+    attn_sizes: tuple[int, int] = (0, 0)
+    sn_v_shape: tuple[int, ...] | None = None  # spectral norm ``_v``: the weight shape without its ``dim``
+
+
+@dataclass
+class _AttnInfo:
+    module_name: str
+    heads: str
+    head_dim: str
+    num_heads: int
+    head_dim_size: int
+    scale: float | None
+
+
+@dataclass
+class _SpectralInfo:
+    module_name: str
+    weight_key: str
+    u_key: str
+    v_key: str
+    dim: int
+    eps: float
+
+
+def _tensor_key(net: nn.Module, module_name: str, param_name: str) -> str:
+    module = net.get_submodule(module_name) if module_name else net
+    pre = f"{module_name}." if module_name else ""
+    if parametrize.is_parametrized(module, param_name):
+        return f"{pre}parametrizations.{param_name}.original"
+    return f"{pre}{param_name}"
+
+
+def _get(net: nn.Module, key: str) -> torch.Tensor:
+    mod_name, _, attr = key.rpartition(".")
+    module = net.get_submodule(mod_name) if mod_name else net
+    return getattr(module, attr)
+
+
+class ContinuousNet(nn.Module):
+    """A network with continuous channel axes; see the module docstring and :func:`to_continuous`."""
+
+    def __init__(self, net: nn.Module, groups: list[ChannelGroup], rules: list[AttrRule],
+                 discrete: dict[str, str], interpolation: str = "cubic", quadrature: str = "trapezoid",
+                 seed: int = 0) -> None:
+        super().__init__()
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        if quadrature not in QUADRATURES:
+            raise ValueError(f"quadrature must be one of {QUADRATURES}, got {quadrature!r}")
+        self.net = net
+        self.interpolation = interpolation
+        self.quadrature = quadrature
+        self.discrete_groups: dict[str, str] = dict(discrete)
+        self._groups: dict[str, ChannelGroup] = {g.name: g for g in groups}
+        self._rules = rules
+        self._antialias = True
+        self._train_dist: Callable[[ChannelGroup, torch.Generator], int] | None = None
+        self._generator = torch.Generator().manual_seed(seed)
+        self._overrides: dict[str, torch.Tensor] = {}
+        self._override_key: Any = None
+        self._cache: tuple[Any, dict[str, torch.Tensor]] | None = None
+        self._applied: Any = None
+        self._attn: list[_AttnInfo] = []
+        self._spectral: list[_SpectralInfo] = []
+        self._slots: dict[str, _Slot] = {}
+        self._build_slots()
+
+    # ------------------------------------------------------------------ construction
+    def _build_slots(self) -> None:
+        net = self.net
+        for g in self._groups.values():
+            for mem in g.members:
+                if mem.view:
+                    continue
+                key = _tensor_key(net, mem.module_name, mem.param_name)
+                self._slots.setdefault(key, _Slot(key)).axes.append((mem.dim, g.name, mem.role))
+        for name, m in net.named_modules():
+            if not is_vit_attention(m):
+                continue
+            pre = f"{name}." if name else ""
+            heads, hdim = f"{pre}heads", f"{pre}head_dim"
+            if heads not in self._groups:
+                continue
+            self._attn.append(_AttnInfo(name, heads, hdim, m.num_heads, m.head_dim, m.scale))
+            sizes = (m.num_heads, m.head_dim)
+            qkv_spec = dict(sections=3, heads=heads, head_dim=hdim, head_roles=("producer",) * 3,
+                            dim_roles=("producer", "consumer", "producer"))
+            for pname in ("weight", "bias"):
+                if getattr(m.qkv, pname, None) is None:
+                    continue
+                slot = self._slots.setdefault(_tensor_key(net, f"{pre}qkv", pname), _Slot(_tensor_key(net, f"{pre}qkv", pname)))
+                slot.attn, slot.attn_sizes = AttnSpec(dim=0, **qkv_spec), sizes
+            key = _tensor_key(net, f"{pre}proj", "weight")
+            slot = self._slots.setdefault(key, _Slot(key))
+            slot.attn = AttnSpec(dim=1, sections=1, heads=heads, head_dim=hdim, head_roles=("consumer",),
+                                 dim_roles=("consumer",))
+            slot.attn_sizes = sizes
+        # spectral norm: sample u with the weight's ``dim`` axis and v with the other axes
+        for name, m in net.named_modules():
+            if not parametrize.is_parametrized(m, "weight"):
+                continue
+            plist = m.parametrizations.weight
+            sn = [p for p in plist if type(p).__name__ == "_SpectralNorm"]
+            if len(plist) != 1 or not sn:
+                raise ValueError(f"module {name!r} has a parametrisation of 'weight' other than a single "
+                                 f"spectral_norm ({[type(p).__name__ for p in plist]}); only spectral_norm is supported")
+            pre = f"{name}." if name else ""
+            wkey = f"{pre}parametrizations.weight.original"
+            if wkey not in self._slots:
+                continue
+            sn_mod = sn[0]
+            info = _SpectralInfo(name, wkey, f"{pre}parametrizations.weight.0._u",
+                                 f"{pre}parametrizations.weight.0._v", sn_mod.dim, sn_mod.eps)
+            self._spectral.append(info)
+            wslot = self._slots[wkey]
+            w = _get(net, wkey)
+            other = [d for d in range(w.dim()) if d != sn_mod.dim]
+            uslot = self._slots.setdefault(info.u_key, _Slot(info.u_key))
+            vslot = self._slots.setdefault(info.v_key, _Slot(info.v_key))
+            vslot.sn_v_shape = tuple(w.shape[d] for d in other)
+            for dim, gname, _role in wslot.axes:
+                if dim == sn_mod.dim:
+                    uslot.axes.append((0, gname, "norm"))
+                else:
+                    vslot.axes.append((other.index(dim), gname, "norm"))
+
+    # ------------------------------------------------------------------ groups
+    @property
+    def groups(self) -> list[ChannelGroup]:
+        """The continuous channel groups (``width`` = the sample count set by :meth:`resample`)."""
+        return list(self._groups.values())
+
+    def _group(self, name: str) -> ChannelGroup:
+        if name not in self._groups:
+            raise ValueError(f"unknown group {name!r}; valid groups: {', '.join(self._groups)}")
+        return self._groups[name]
+
+    def _member_tensor(self, member: GroupMember) -> torch.Tensor:
+        t = _get(self.net, _tensor_key(self.net, member.module_name, member.param_name))
+        if member.view:
+            attn_name = member.module_name.rpartition(".")[0]
+            info = next(a for a in self._attn if a.module_name == attn_name)
+            return member_view(t, member.view, info.num_heads, info.head_dim_size)
+        return t
+
+    def group_tensors(self, name: str) -> list[tuple[GroupMember, torch.Tensor]]:
+        """Full-resolution control-point tensors of a group (permuted, smooth order), detached."""
+        g = self._group(name)
+        return [(m, self._member_tensor(m).detach()) for m in g.members]
+
+    # ------------------------------------------------------------------ widths
+    def _eval_widths(self) -> dict[str, int]:
+        return {n: g.width for n, g in self._groups.items()}
+
+    def _draw_widths(self) -> dict[str, int]:
+        widths = {}
+        for n, g in self._groups.items():
+            m = int(self._train_dist(g, self._generator))
+            if m < 1:
+                raise ValueError(f"the width distribution returned {m} for group {n!r}; widths must be >= 1")
+            widths[n] = m
+        return widths
+
+    def resample(self, ratio_or_dict: float | Mapping[str, int], antialias: bool = True) -> "ContinuousNet":
+        """Set every group to ``max(1, round(ratio * size))`` samples, or the given ``{group: width}``.
+
+        ``antialias=True`` low-passes each axis to the new Nyquist rate before sampling; ``False``
+        samples the control-point interpolant directly. Widths may exceed ``size`` in the dict form
+        (upsampling). Returns ``self``.
+        """
+        if isinstance(ratio_or_dict, Mapping):
+            new = {}
+            for name, m in ratio_or_dict.items():
+                self._group(name)
+                if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+                    raise ValueError(f"width of group {name!r} must be an int >= 1, got {m!r}")
+                new[name] = m
+        else:
+            r = ratio_or_dict
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0 < r <= 1) or math.isnan(r):
+                raise ValueError(f"resample ratio must be a number in (0, 1], got {r!r}; "
+                                 f"or pass a dict {{group_name: width >= 1}}")
+            new = {n: max(1, int(round(r * g.size))) for n, g in self._groups.items()}
+        for name, m in new.items():
+            self._groups[name].width = m
+        self._antialias = bool(antialias)
+        self._cache = None
+        return self
+
+    def train_widths(self, distribution: Callable[[ChannelGroup, torch.Generator], int] | tuple[float, float] | None
+                     = (0.5, 1.0)) -> "ContinuousNet":
+        """INN training (Solodskikh et al. 2023, Sec. 4.2): in train mode every forward draws a sample
+        count per group. ``distribution`` is a ``(low, high)`` pair of ratios (uniform integer widths in
+        ``[max(1, ceil(low * size)), round(high * size)]``), a callable ``(group, generator) -> width``,
+        or ``None`` to train at the widths set by :meth:`resample`. Training samples naively (no
+        low-pass); eval uses the widths and mode set by :meth:`resample`."""
+        if distribution is None:
+            self._train_dist = None
+            return self
+        if callable(distribution):
+            self._train_dist = distribution
+            return self
+        try:
+            low, high = (float(v) for v in distribution)
+        except (TypeError, ValueError):
+            raise ValueError(f"distribution must be a (low, high) ratio pair, a callable or None, got {distribution!r}")
+        if not (0 < low <= high <= 1):
+            raise ValueError(f"width ratios must satisfy 0 < low <= high <= 1, got ({low}, {high})")
+
+        def uniform(group: ChannelGroup, gen: torch.Generator) -> int:
+            lo = max(1, math.ceil(low * group.size))
+            hi = max(lo, int(round(high * group.size)))
+            return int(torch.randint(lo, hi + 1, (1,), generator=gen).item())
+
+        self._train_dist = uniform
+        return self
+
+    # ------------------------------------------------------------------ sampling
+    def _ops(self, widths: Mapping[str, int], antialias: bool) -> dict[str, dict[str, AxisOp]]:
+        ops = {}
+        for name, g in self._groups.items():
+            p = axis_op(g.size, widths[name], "producer", self.interpolation, self.quadrature, antialias)
+            c = axis_op(g.size, widths[name], "consumer", self.interpolation, self.quadrature, antialias)
+            ops[name] = {"producer": p, "norm": p, "consumer": c}
+        return ops
+
+    def _sample(self, widths: Mapping[str, int], antialias: bool) -> dict[str, torch.Tensor]:
+        ops = self._ops(widths, antialias)
+        out: dict[str, torch.Tensor] = {}
+        for key, slot in self._slots.items():
+            t = _get(self.net, key)
+            changed = False
+            if slot.sn_v_shape is not None:
+                t = t.reshape(slot.sn_v_shape)
+            for dim, g, role in slot.axes:
+                op = ops[g][role]
+                if not op.identity:
+                    t = op.apply(t, dim)
+                    changed = True
+            if slot.attn is not None:
+                t_in = t
+                t = sample_attention_axes(t, slot.attn, slot.attn_sizes, ops)
+                changed = changed or t is not t_in
+            if changed:
+                out[key] = t.reshape(-1) if slot.sn_v_shape is not None else t
+        if self._spectral:
+            self._refine_spectral(out)
+        return out
+
+    @torch.no_grad()
+    def _refine_spectral(self, tensors: dict[str, torch.Tensor], iterations: int = 20) -> None:
+        """Power iteration on each resampled spectral-normalised weight so that ``u``/``v`` are its
+        singular vectors (interpolated vectors are only a starting point)."""
+        for info in self._spectral:
+            if info.weight_key not in tensors:
+                continue
+            w = tensors[info.weight_key].detach()
+            w = torch.movedim(w, info.dim, 0).reshape(w.shape[info.dim], -1)
+            u = tensors.get(info.u_key, _get(self.net, info.u_key)).detach().clone()
+            v = tensors.get(info.v_key, _get(self.net, info.v_key)).detach().clone()
+            u = nn.functional.normalize(u, dim=0, eps=info.eps)
+            for _ in range(iterations):
+                v = nn.functional.normalize(torch.mv(w.T, u), dim=0, eps=info.eps)
+                u = nn.functional.normalize(torch.mv(w, v), dim=0, eps=info.eps)
+            tensors[info.u_key], tensors[info.v_key] = u, v
+
+    def _versions(self) -> tuple:
+        return tuple((k, _get(self.net, k)._version, _get(self.net, k).data_ptr()) for k in self._slots)
+
+    def _tensors(self, widths: Mapping[str, int], antialias: bool, use_overrides: bool = True) -> dict[str, torch.Tensor]:
+        wkey = (tuple(sorted(widths.items())), antialias)
+        if not torch.is_grad_enabled():
+            key = (wkey, self._versions())
+            if self._cache is not None and self._cache[0] == key:
+                tensors = dict(self._cache[1])
+            else:
+                tensors = self._sample(widths, antialias)
+                self._cache = (key, dict(tensors))
+        else:
+            tensors = self._sample(widths, antialias)
+        if use_overrides and self._overrides and self._override_key == wkey:
+            tensors.update(self._overrides)
+        return tensors
+
+    def _apply_attrs(self, widths: Mapping[str, int]) -> None:
+        key = tuple(sorted(widths.items()))
+        if self._applied == key:
+            return
+        for r in self._rules:
+            m = self.net.get_submodule(r.module_name) if r.module_name else self.net
+            value = widths[r.group]
+            setattr(m, r.attr, (value,) if r.kind == "tuple" else value)
+        for a in self._attn:
+            m = self.net.get_submodule(a.module_name) if a.module_name else self.net
+            h, d = widths[a.heads], widths[a.head_dim]
+            m.num_heads, m.head_dim = h, d
+            m.qkv.out_features, m.proj.in_features = 3 * h * d, h * d
+            if d == a.head_dim_size or a.scale is not None:
+                m.scale = a.scale
+            else:
+                m.scale = a.head_dim_size ** -0.5
+        self._applied = key
+
+    def _current(self) -> tuple[dict[str, int], bool]:
+        if self.training and self._train_dist is not None:
+            return self._draw_widths(), False
+        return self._eval_widths(), self._antialias
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        widths, antialias = self._current()
+        self._apply_attrs(widths)
+        tensors = self._tensors(widths, antialias)
+        if not tensors:
+            return self.net(*args, **kwargs)
+        return functional_call(self.net, tensors, args, kwargs, strict=False)
+
+    # ------------------------------------------------------------------ BatchNorm
+    def recalibrate(self, loader: Iterable, batches: int = 20) -> "ContinuousNet":
+        """Re-estimate every BatchNorm's running statistics at the current (eval) widths.
+
+        Runs ``batches`` batches of ``loader`` (``x`` or ``(x, ...)``) with only the BatchNorm layers
+        in train mode and ``momentum=None`` (cumulative average, fresh statistics); the result is
+        used by eval forwards and :meth:`export` at these widths (until the next :meth:`resample`).
+        Train/eval state and momenta are restored. Returns ``self``.
+        """
+        if batches < 1:
+            raise ValueError(f"batches must be >= 1, got {batches}")
+        widths, antialias = self._eval_widths(), self._antialias
+        bns = [(n, m) for n, m in self.net.named_modules() if isinstance(m, _BN) and m.track_running_stats]
+        if not bns:
+            return self
+        was_training = self.training
+        self.eval()
+        self._apply_attrs(widths)
+        with torch.no_grad():
+            base = self._tensors(widths, antialias, use_overrides=False)
+        fresh: dict[str, torch.Tensor] = {}
+        momenta = []
+        for n, m in bns:
+            pre = f"{n}." if n else ""
+            rm = base.get(f"{pre}running_mean", m.running_mean)
+            fresh[f"{pre}running_mean"] = torch.zeros_like(rm)
+            fresh[f"{pre}running_var"] = torch.ones_like(rm)
+            fresh[f"{pre}num_batches_tracked"] = torch.zeros_like(m.num_batches_tracked)
+            momenta.append(m.momentum)
+            m.momentum = None
+            m.train()
+        device = next(iter(base.values()), None)
+        device = device.device if device is not None else next(self.net.parameters()).device
+        seen = 0
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    if seen >= batches:
+                        break
+                    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                    functional_call(self.net, {**base, **fresh}, (x.to(device),), strict=False)
+                    seen += 1
+        finally:
+            for (n, m), mom in zip(bns, momenta):
+                m.momentum = mom
+            self.train(was_training)
+        if seen == 0:
+            raise ValueError("recalibrate got an empty loader")
+        self._overrides = fresh
+        self._override_key = (tuple(sorted(widths.items())), antialias)
+        return self
+
+    # ------------------------------------------------------------------ export
+    @torch.no_grad()
+    def export(self) -> nn.Module:
+        """A plain torch model at the current widths: a copy of the original network whose tensors
+        are the sampled ones and whose attributes match -- really fewer channels, same outputs."""
+        widths, antialias = self._eval_widths(), self._antialias
+        self._apply_attrs(widths)
+        tensors = self._tensors(widths, antialias)
+        out = copy.deepcopy(self.net)
+        for key, t in tensors.items():
+            mod_name, _, attr = key.rpartition(".")
+            module = out.get_submodule(mod_name) if mod_name else out
+            if attr in module._parameters:
+                old = module._parameters[attr]
+                module._parameters[attr] = nn.Parameter(t.detach().clone(), requires_grad=old.requires_grad)
+            elif attr in module._buffers:
+                module._buffers[attr] = t.detach().clone()
+            else:
+                raise RuntimeError(f"cannot place tensor {key!r} in the exported model")
+        out.train(self.training)
+        return out
+
+    # ------------------------------------------------------------------ capacity
+    def capacity(self, energy: float = 0.99, method: str = "weights") -> dict[str, int]:
+        """``{group: width}``: each group's Nyquist-rate capacity (delegates to :mod:`thesislib.capacity`)."""
+        from thesislib.capacity import group_capacity
+
+        return {name: group_capacity(self, name, energy, method) for name in self._groups}
+
+    def total_variation(self, name: str) -> float:
+        """Total variation of a group's tensors in the current order (the quantity :func:`to_continuous` minimises)."""
+        g = self._group(name)
+        d = channel_distances([(t, m.dim) for m, t in self.group_tensors(name)])
+        return total_variation(d, range(g.size))
+
+    def extra_repr(self) -> str:
+        return (f"groups={len(self._groups)}, interpolation={self.interpolation!r}, quadrature={self.quadrature!r}, "
+                f"discrete_groups={len(self.discrete_groups)}")
+
+
+@torch.no_grad()
+def _permute(cnet: ContinuousNet, group: ChannelGroup, perm: torch.Tensor) -> None:
+    """Reorder a group's channels in place in every member tensor (and spectral-norm vectors)."""
+    done: set[tuple[str, str]] = set()
+    for m in group.members:
+        t = cnet._member_tensor(m)
+        idx = perm.to(t.device)
+        t.copy_(t.index_select(m.dim, idx))
+        done.add((m.module_name, m.param_name))
+    for info in cnet._spectral:
+        wslot = cnet._slots[info.weight_key]
+        for dim, gname, _ in wslot.axes:
+            if gname != group.name:
+                continue
+            if dim == info.dim:
+                u = _get(cnet.net, info.u_key)
+                u.copy_(u.index_select(0, perm.to(u.device)))
+            else:
+                v = _get(cnet.net, info.v_key)
+                shape = cnet._slots[info.v_key].sn_v_shape
+                other = [d for d in range(len(shape) + 1) if d != info.dim]
+                vv = v.view(shape)
+                vv.copy_(vv.index_select(other.index(dim), perm.to(v.device)))
+
+
+def to_continuous(net: nn.Module, example_inputs: Any, *, interpolation: str = "cubic",
+                  quadrature: str = "trapezoid", permute: bool = True, keep_discrete: Iterable[str] = (),
+                  permutation_starts: int = 4, seed: int = 0) -> ContinuousNet:
+    """Convert a trained network to a :class:`ContinuousNet` computing the same function at full width.
+
+    ``example_inputs`` is one input batch (or a tuple of inputs) for tracing the channel groups.
+    ``net`` itself is not modified (a deep copy is converted). ``keep_discrete`` names modules (and
+    their submodules) whose channel groups stay discrete, e.g. unsupported layer types. With
+    ``permute=True`` each group's channels are reordered to minimise the total variation of all its
+    tensors (:func:`.permutation.tv_order`, ``permutation_starts`` greedy starts).
+    """
+    net = copy.deepcopy(net)
+    keep = tuple(keep_discrete)
+    search = find_groups(net, example_inputs, keep)
+    agroups, _ = attention_groups(net, keep)
+    cnet = ContinuousNet(net, search.groups + agroups, search.rules, search.discrete, interpolation, quadrature, seed)
+    if permute:
+        for g in cnet.groups:
+            if g.size <= 2:
+                continue
+            d = channel_distances([(t, m.dim) for m, t in cnet.group_tensors(g.name)])
+            order = tv_order(d, starts=permutation_starts, seed=seed)
+            _permute(cnet, g, torch.as_tensor(order, dtype=torch.long))
+    cnet.train(net.training)
+    return cnet

@@ -1,0 +1,40 @@
+"""Models of the thesis experiments, each with a width multiplier.
+
+* :func:`resnet18` -- ResNet-18 (He et al. 2016), torchvision module names, ImageNet or small-image stem;
+* :func:`vit` -- a small Vision Transformer (Dosovitskiy et al. 2021), timm-style attention;
+* :func:`srcnn` -- SRCNN 9-5-5 (Dong et al. 2014);
+* :func:`edsr` -- EDSR-baseline (Lim et al. 2017), pixel-shuffle or transposed-conv upsampler.
+
+``build(name, **kwargs)`` builds one by name (``MODELS`` lists the names).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .resnet import ResNet, resnet18
+from .sr import EDSR, SRCNN, edsr, srcnn
+from .vit import Attention, VisionTransformer, vit
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet18,
+    "vit": vit,
+    "srcnn": srcnn,
+    "edsr": edsr,
+}
+MODELS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """Build the model called ``name`` (one of :data:`MODELS`) with the builder's keyword arguments."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    return _BUILDERS[name](**kwargs)
+
+
+__all__ = [
+    "MODELS", "build", "resnet18", "vit", "srcnn", "edsr",
+    "ResNet", "VisionTransformer", "Attention", "SRCNN", "EDSR",
+]

@@ -1,0 +1,28 @@
+"""Structured-pruning baselines of the thesis on one interface with continuous resampling.
+
+>>> from thesislib.pruning import prune, METHODS, fine_tune
+>>> small = prune(net, method="l1", ratio=0.5, example_inputs=x, calib=loader, recalibrate=True)
+
+``ratio`` is the fraction of channels kept (as in ``cnet.resample(ratio)``); ``prune`` returns a plain,
+physically smaller copy and leaves ``net`` untouched.  Methods (:data:`METHODS`): ``random``; ``l1``/``l2``
+filter norms (Li et al. 2017); ``bn_scale`` (Liu et al. 2017); ``taylor`` (Molchanov et al. 2019);
+``hessian`` (OBD, LeCun et al. 1990); ``obs`` (layer-wise OBS/OBC, Dong et al. 2017, Frantar et al. 2022);
+``lfp`` (low-frequency preference, Zhang et al. 2023); ``ifm`` (iterative feature merging, Chen, Zhou, Yan
+2023); ``fold`` (k-means channel folding); ``gmp`` (Zhu & Gupta 2017, gradual during :func:`fine_tune`);
+``continuous`` (``thesislib.continuous``: ``to_continuous`` -> ``resample`` -> ``export``).
+
+Modules: :mod:`.structural` (groups, physical removal, torch-pruning workarounds), :mod:`.importance`,
+:mod:`.obs`, :mod:`.merging`, :mod:`.schedule` (GMP, fine-tuning), :mod:`.calibration` (BatchNorm
+recalibration), :mod:`.compare` (the sweep behind ``notebooks/baselines.ipynb``).
+"""
+
+from .calibration import recalibrate_batchnorm
+from .compare import sweep
+from .pruner import ALLOCATIONS, METHODS, NEEDS_CALIB, allocate, prune
+from .schedule import GMPSchedule, fine_tune, prune_in_place
+from .structural import ChannelGroup, analyse, channel_counts, default_ignored_layers
+
+__all__ = [
+    "prune", "METHODS", "NEEDS_CALIB", "ALLOCATIONS", "fine_tune", "GMPSchedule", "recalibrate_batchnorm",
+    "sweep", "channel_counts", "analyse", "ChannelGroup", "default_ignored_layers", "allocate", "prune_in_place",
+]
