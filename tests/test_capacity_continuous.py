@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from thesislib.capacity import allocate, band_limited, capacities, group_capacity, knee_width, uniform_widths
+from thesislib.capacity import (allocate, band_limited, capacities, capacities_at, group_capacity, knee_width,
+                                output_error, uniform_widths)
 from thesislib.capacity.allocation import CostModel, profile_continuous
 from thesislib.continuous import to_continuous
 
@@ -60,6 +61,14 @@ def test_estimators_and_cnet_capacity_on_a_small_cnn():
     caps_low = capacities(cnet, 0.5, "output", calib=x)
     caps_high = capacities(cnet, 0.9999, "output", calib=x)
     assert all(caps_low[g] <= caps_high[g] for g in sizes)
+    for method in ("weights", "output", "features"):
+        both = capacities_at(cnet, [0.5, 0.9999], method, calib=x)
+        assert both[0.5] == capacities(cnet, 0.5, method, calib=x)
+        assert both[0.9999] == capacities(cnet, 0.9999, method, calib=x)
+    # the output error vanishes at full width and is what the estimator thresholds
+    name0 = cnet.groups[0].name
+    errors = output_error(cnet, name0, [sizes[name0], 1], x)
+    assert errors[sizes[name0]] < 1e-12 and errors[1] > 0
     assert cnet.capacity(0.99, method="weights") == capacities(cnet, 0.99, "weights")
     # widths are untouched by the estimators
     assert all(g.width == g.size for g in cnet.groups)

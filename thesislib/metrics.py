@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Iterable
@@ -138,7 +139,7 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, crop
     """Peak signal-to-noise ratio ``10 log10(R² / MSE)`` in dB over the whole (cropped) batch."""
     pred, target = _prepare(pred, target, crop, y_channel)
     mse = torch.mean((pred - target) ** 2).item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(data_range ** 2 / mse)).item()
+    return float("inf") if mse == 0 else 10.0 * math.log10(data_range ** 2 / mse)
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, dtype, device) -> torch.Tensor:

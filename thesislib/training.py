@@ -100,7 +100,7 @@ class ClassifierRecipe:
 
 
 FASHION_RECIPES: dict[str, ClassifierRecipe] = {
-    "smoke": ClassifierRecipe(width=0.125, epochs=1, lr=0.05),
+    "smoke": ClassifierRecipe(width=0.125, epochs=4, lr=0.05),
     "cpu": ClassifierRecipe(width=0.25, epochs=2, lr=0.05),
     "gpu": ClassifierRecipe(width=1.0, epochs=15, lr=0.05),
 }

@@ -2,8 +2,9 @@
 
 Role ``{result}`` — ``{result}`notebook:dotted.key|format``` — reads
 ``results/<notebook>/<scale>.json`` and prints the value at ``dotted.key`` (list items
-by index). ``format`` is a Python format spec (``.3f``, ``d``) or ``pct`` (fraction shown
-as a percentage with one decimal) or ``pct0``; default ``str``.
+by index). ``format`` is a Python format spec (``.3f``, ``d``), ``pct`` (a fraction shown as a
+percentage with one decimal), ``pct0``, ``int`` (thin-space thousands) or ``mega``
+(millions, one decimal); default ``str``. Decimal points become commas (Russian style).
 
 Directive ``{result-figure}`` — a ``{figure}`` whose argument ``notebook/name`` becomes
 ``results/<notebook>/<scale>/<name>.png``.
@@ -50,6 +51,10 @@ def format_value(value: Any, spec: str) -> str:
         return f"{100 * float(value):.1f} %".replace(".", ",")
     if spec == "pct0":
         return f"{100 * float(value):.0f} %"
+    if spec == "int":  # thousands separated by a thin space, as in Russian typography
+        return f"{int(value):,}".replace(",", "\u2009")
+    if spec == "mega":  # millions with one decimal
+        return f"{float(value) / 1e6:.1f}".replace(".", ",")
     text = format(value, spec)
     return text.replace(".", ",") if isinstance(value, float) else text
 

@@ -11,7 +11,7 @@
 """
 
 from thesislib.capacity.allocation import CostModel, allocate, proportional_widths, uniform_widths
-from thesislib.capacity.estimators import (METHODS, capacities, feature_spectra, group_capacity,
+from thesislib.capacity.estimators import (METHODS, capacities, capacities_at, feature_spectra, group_capacity,
                                            output_error, weight_spectrum)
 from thesislib.capacity.knee import KneeTable, compare, knee_table, knee_width
 from thesislib.capacity.profiling import LayerProfile, Profile, profile
@@ -19,7 +19,7 @@ from thesislib.capacity.spectrum import band_limited, combined_spectrum, nyquist
 
 __all__ = [
     "spectrum", "nyquist_width", "nyquist_from_spectrum", "combined_spectrum", "band_limited",
-    "group_capacity", "capacities", "weight_spectrum", "feature_spectra", "output_error", "METHODS",
+    "group_capacity", "capacities", "capacities_at", "weight_spectrum", "feature_spectra", "output_error", "METHODS",
     "knee_width", "knee_table", "compare", "KneeTable",
     "profile", "Profile", "LayerProfile",
     "allocate", "uniform_widths", "proportional_widths", "CostModel",

@@ -17,13 +17,20 @@ outside the profiled layers (normalisation, activations, additions) is not
 modelled; budgets are fractions of the modelled full-model cost ``sum_L c_L``,
 and notebooks report the measured latency of the exported models.
 
-Greedy allocation (:func:`allocate`). Removing a channel below a group's capacity
-``c_g`` loses ``1 / c_g`` of that group's importance (each of the ``c_g`` samples
-the channel function needs carries an equal share); above capacity it loses only
-``oversampled_weight / c_g`` (the samples are redundant by the sampling theorem).
-Starting from full width, repeatedly shrink (by ``step``) the group with the least
-lost importance per unit of cost saved until the cost meets the budget, then
-grow back, best importance per cost first, wherever the budget still allows.
+Greedy allocation (:func:`allocate`). A group of capacity ``c_g`` (the width its
+channel function needs) at width ``w`` keeps the capacity-normalised importance
+
+    I_g(w) = log(min(w, c_g) / c_g) - oversampled_weight * (n_g - max(w, c_g)) / c_g :
+
+samples above capacity are redundant by the sampling theorem and cost almost
+nothing to remove (a small linear term breaks ties); below capacity every halving
+of the sampling rate loses the same ``log 2`` whatever the group — scale-free, and
+concave, so the marginal loss of a channel grows as the group shrinks and cuts are
+spread instead of emptying the cheapest group (maximising ``sum_g I_g`` under a
+linear cost is the proportional-fair allocation). Starting from full width,
+repeatedly shrink (by ``step``) the group with the least lost importance per unit
+of cost saved until the modelled cost meets the budget, then grow back, best
+importance regained per unit of cost first, wherever the budget still allows.
 """
 
 from __future__ import annotations
@@ -157,11 +164,14 @@ def _step_of(step: int | float, size: int) -> int:
     return int(step)
 
 
-def _loss(w_from: int, w_to: int, c: float, oversampled_weight: float) -> float:
-    """Capacity-normalised importance lost moving a group of capacity ``c`` from ``w_from`` to ``w_to``."""
-    below = min(w_from, c) - min(w_to, c)
-    above = max(w_from, c) - max(w_to, c)
-    return (below + oversampled_weight * above) / c
+def importance(w: int, c: float, n: int, oversampled_weight: float) -> float:
+    """Capacity-normalised importance ``I(w)`` of a group of capacity ``c`` and size ``n`` (module docstring)."""
+    return math.log(min(w, c) / c) - oversampled_weight * (max(n, c) - max(w, c)) / c
+
+
+def _loss(w_from: int, w_to: int, c: float, oversampled_weight: float, n: int) -> float:
+    """Importance lost moving a group of capacity ``c`` from ``w_from`` to ``w_to``."""
+    return importance(w_from, c, n, oversampled_weight) - importance(w_to, c, n, oversampled_weight)
 
 
 def allocate(cnet: Any, budget: float, cost: str = "latency", capacity: Mapping[str, int] | None = None,
@@ -183,7 +193,7 @@ def allocate(cnet: Any, budget: float, cost: str = "latency", capacity: Mapping[
     if capacity is None:
         from thesislib.capacity.estimators import capacities
         capacity = capacities(cnet, energy=energy, method=method)
-    caps = {g: max(1.0, float(capacity.get(g, n))) for g, n in model.sizes.items()}
+    caps = {g: min(float(n), max(1.0, float(capacity.get(g, n)))) for g, n in model.sizes.items()}
     steps = {g: _step_of(step, n) for g, n in model.sizes.items()}
     widths = dict(model.sizes)
     limit = budget * model.full
@@ -197,7 +207,7 @@ def allocate(cnet: Any, budget: float, cost: str = "latency", capacity: Mapping[
             delta = model.group_delta(g, widths, to)
             if delta >= 0:
                 continue
-            score = _loss(w, to, caps[g], oversampled_weight) / -delta
+            score = _loss(w, to, caps[g], oversampled_weight, model.sizes[g]) / -delta
             if score < best_score:
                 best, best_score, best_delta = g, score, delta
         if best is None:      # cannot happen after _min_check unless costs are degenerate
@@ -213,7 +223,7 @@ def allocate(cnet: Any, budget: float, cost: str = "latency", capacity: Mapping[
             delta = model.group_delta(g, widths, to)
             if model.total({**widths, g: to}) > limit:
                 continue
-            score = _loss(to, w, caps[g], oversampled_weight) / max(delta, 1e-300)
+            score = _loss(to, w, caps[g], oversampled_weight, model.sizes[g]) / max(delta, 1e-300)
             if score > best_score:
                 best, best_score = g, score
         if best is None:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thesislib.capacity.knee import full_widths, group_by_name, preserved_state
+from thesislib.capacity.knee import bisect_smallest, full_widths, group_by_name, preserved_state
 from thesislib.capacity.spectrum import check_energy, combined_spectrum, nyquist_from_spectrum
 
 METHODS = ("weights", "output", "features")
@@ -156,60 +156,89 @@ def feature_spectra(cnet: Any, calib: Any, groups: Sequence[str] | None = None,
     return out
 
 
-@torch.no_grad()
-def output_error(cnet: Any, group: str, widths: Sequence[int], calib: Any, batches: int = 1,
-                 antialias: bool = True) -> dict[int, float]:
-    """Relative squared error of the group's consumer outputs with the group alone at each width.
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass early (everything needed was captured)."""
 
-    Falls back to the network output when no consumer module can be hooked.
-    """
-    g = group_by_name(cnet, group)
-    xs = [x.to(_device(cnet)) for x in calibration_batches(calib, batches)]
-    modules = [resolve_module(cnet, m.module_name) for m in g.members if m.role == "consumer"]
-    modules = list({id(m): m for m in modules if m is not None}.values())
-    full = full_widths(cnet)
 
-    def outputs() -> list[torch.Tensor]:
+class _OutputProbe:
+    """Consumer outputs of one group on calibration inputs, at full width and at any width."""
+
+    def __init__(self, cnet: Any, group: str, calib: Any, batches: int = 1):
+        g = group_by_name(cnet, group)
+        self.cnet, self.group = cnet, group
+        self.xs = [x.to(_device(cnet)) for x in calibration_batches(calib, batches)]
+        modules = [resolve_module(cnet, m.module_name) for m in g.members if m.role == "consumer"]
+        self.modules = list({id(m): m for m in modules if m is not None}.values())
+        self.full = full_widths(cnet)
+        self.reference: list[torch.Tensor] | None = None
+        self.power = 0.0
+        self.cache: dict[tuple[int, bool], float] = {}
+
+    @torch.no_grad()
+    def _outputs(self) -> list[torch.Tensor]:
+        """Consumer outputs per batch; the forward stops once every consumer has run."""
         got: list[torch.Tensor] = []
-        handles = [m.register_forward_hook(lambda mod, a, y: got.append(y.detach().double()))
-                   for m in modules]
+        fired: set[int] = set()
+
+        def hook(mod: nn.Module, args: Any, y: Any) -> None:
+            got.append(y.detach().double())
+            fired.add(id(mod))
+            if len(fired) == len(self.modules):
+                raise _Stop
+
+        handles = [m.register_forward_hook(hook) for m in self.modules]
         try:
-            for x in xs:
-                y = cnet(x)
-                if not modules:
+            for x in self.xs:
+                fired.clear()
+                try:
+                    y = self.cnet(x)
+                except _Stop:
+                    continue
+                if not self.modules:
                     got.append(y.detach().double())
         finally:
             for h in handles:
                 h.remove()
         return got
 
-    errors: dict[int, float] = {}
+    def error(self, width: int, antialias: bool = True) -> float:
+        """Relative squared error at ``width`` (call inside ``preserved_state``; cached per width)."""
+        if (int(width), antialias) in self.cache:
+            return self.cache[int(width), antialias]
+        self.cnet.eval()
+        if self.reference is None:
+            self.cnet.resample(self.full, antialias=False)
+            self.reference = self._outputs()
+            self.power = sum(float((r ** 2).sum()) for r in self.reference)
+        self.cnet.resample({**self.full, self.group: int(width)}, antialias=antialias)
+        got = self._outputs()
+        err = sum(float(((a - r) ** 2).sum()) for a, r in zip(got, self.reference))
+        self.cache[int(width), antialias] = err / self.power if self.power > 0 else 0.0
+        return self.cache[int(width), antialias]
+
+
+def output_error(cnet: Any, group: str, widths: Sequence[int], calib: Any, batches: int = 1,
+                 antialias: bool = True) -> dict[int, float]:
+    """Relative squared error ``||y_w - y||^2 / ||y||^2`` of the group's consumer outputs, the group
+    alone at each width ``w`` (others full). Falls back to the network output when no consumer
+    module can be hooked. ``cnet`` is restored afterwards."""
+    probe = _OutputProbe(cnet, group, calib, batches)
     with preserved_state(cnet):
-        cnet.eval()
-        cnet.resample(full, antialias=False)
-        reference = outputs()
-        power = sum(float((r ** 2).sum()) for r in reference)
-        for w in widths:
-            cnet.resample({**full, group: int(w)}, antialias=antialias)
-            got = outputs()
-            err = sum(float(((a - r) ** 2).sum()) for a, r in zip(got, reference))
-            errors[int(w)] = err / power if power > 0 else 0.0
-    return errors
+        return {int(w): probe.error(int(w), antialias) for w in widths}
 
 
-def output_capacity(cnet: Any, group: str, calib: Any, energy: float = 0.99, batches: int = 1,
-                    antialias: bool = True) -> int:
-    """Smallest width whose consumer-output relative squared error is at most ``1 - energy`` (bisection)."""
-    energy = check_energy(energy)
+def output_capacity(cnet: Any, group: str, calib: Any, energy: float | Sequence[float] = 0.99,
+                    batches: int = 1, antialias: bool = True) -> int | list[int]:
+    """Smallest width whose consumer-output relative squared error is at most ``1 - energy`` (bisection).
+
+    A sequence of energies gives a list of widths, sharing the evaluated widths.
+    """
+    energies = [check_energy(e) for e in (energy if isinstance(energy, (list, tuple)) else [energy])]
     size = int(group_by_name(cnet, group).size)
-    lo, hi = 1, size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if output_error(cnet, group, [mid], calib, batches, antialias)[mid] <= 1.0 - energy:
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
+    probe = _OutputProbe(cnet, group, calib, batches)
+    with preserved_state(cnet):
+        widths = [bisect_smallest(lambda w: probe.error(w, antialias) <= 1.0 - e, 1, size) for e in energies]
+    return widths if isinstance(energy, (list, tuple)) else widths[0]
 
 
 def group_capacity(cnet: Any, group_name: str, energy: float = 0.99, method: str = "weights",
@@ -248,3 +277,27 @@ def capacities(cnet: Any, energy: float = 0.99, method: str = "weights", calib: 
             out[n] = nyquist_from_spectrum(spec, energy)
         return out
     return {n: group_capacity(cnet, n, energy, method, calib, batches) for n in names}
+
+
+def capacities_at(cnet: Any, energies: Sequence[float], method: str = "weights", calib: Any = None,
+                  batches: int = 1, groups: Sequence[str] | None = None) -> dict[float, dict[str, int]]:
+    """``{energy: {group: capacity}}`` for several energies, sharing spectra and output evaluations."""
+    energies = [check_energy(e) for e in energies]
+    check_method(method)
+    names = list(groups) if groups is not None else [g.name for g in cnet.groups]
+    out: dict[float, dict[str, int]] = {e: {} for e in energies}
+    if method == "output":
+        for n in names:
+            for e, w in zip(energies, output_capacity(cnet, n, calib, list(energies), batches)):
+                out[e][n] = w
+        return out
+    spectra = feature_spectra(cnet, calib, names, batches) if method == "features" else {}
+    for n in names:
+        spec = spectra.get(n) if method == "features" else weight_spectrum(cnet, n)
+        if spec is None:
+            warnings.warn(f"group {n!r}: no consumer input to take a feature spectrum of; "
+                          "using the weight spectrum", stacklevel=2)
+            spec = weight_spectrum(cnet, n)
+        for e in energies:
+            out[e][n] = nyquist_from_spectrum(spec, e)
+    return out

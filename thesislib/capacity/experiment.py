@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from thesislib.capacity.allocation import CostModel, allocate, proportional_widths, uniform_widths
-from thesislib.capacity.estimators import METHODS, capacities, feature_spectra, weight_spectrum
+from thesislib.capacity.estimators import METHODS, capacities_at, feature_spectra, weight_spectrum
 from thesislib.capacity.knee import KneeTable, full_widths, knee_table, preserved_state
 from thesislib.capacity.profiling import profile
 from thesislib.config import check_scale, seed_everything
@@ -37,21 +37,21 @@ class CapacitySettings:
 
     eval_images: int          # fixed test subset for knees and allocations
     recal_batches: int        # BatchNorm recalibration batches after every resampling
-    calib_batches: int        # batches for the "output" and "features" estimators
+    calib_images: int         # calibration images for the "output" and "features" estimators
     knee_steps: int | None    # bisection evaluations per group (None: to exactness)
     budgets: tuple[float, ...]
     latency_batch: int
     latency_repeats: int
     tol: float = 0.01
-    energy: float = 0.99
+    energies: tuple[float, ...] = (0.5, 0.7, 0.9, 0.99)
 
 
 SETTINGS: dict[str, CapacitySettings] = {
-    "smoke": CapacitySettings(eval_images=256, recal_batches=2, calib_batches=1, knee_steps=3,
+    "smoke": CapacitySettings(eval_images=128, recal_batches=1, calib_images=32, knee_steps=2,
                               budgets=(0.5,), latency_batch=16, latency_repeats=3, tol=0.02),
-    "cpu": CapacitySettings(eval_images=1000, recal_batches=8, calib_batches=2, knee_steps=None,
+    "cpu": CapacitySettings(eval_images=1000, recal_batches=8, calib_images=64, knee_steps=None,
                             budgets=(0.3, 0.5, 0.7), latency_batch=64, latency_repeats=10),
-    "gpu": CapacitySettings(eval_images=10000, recal_batches=20, calib_batches=4, knee_steps=None,
+    "gpu": CapacitySettings(eval_images=10000, recal_batches=20, calib_images=1024, knee_steps=None,
                             budgets=(0.2, 0.3, 0.5, 0.7), latency_batch=256, latency_repeats=50),
 }
 
@@ -62,6 +62,7 @@ class Setup:
 
     cnet: Any
     calib: DataLoader
+    calib_x: torch.Tensor     # the estimators' calibration images
     evaluate: Callable[[Any], float]
     recalibrate: Callable[[Any], None]
     example: torch.Tensor
@@ -85,7 +86,14 @@ def setup(scale: str, seed: int = 0, device: torch.device | str | None = None) -
     test = loaders.test.dataset
     subset = Subset(test, list(range(min(s.eval_images, len(test)))))
     eval_loader = DataLoader(subset, batch_size=256, shuffle=False)
-    example = next(iter(loaders.calib))[0][:8].to(device)
+    xs, seen = [], 0
+    for x, _ in loaders.calib:
+        xs.append(x)
+        seen += len(x)
+        if seen >= s.calib_images:
+            break
+    calib_x = torch.cat(xs)[:s.calib_images].to(device)
+    example = calib_x[:8]
     base = evaluate_accuracy(model, eval_loader, device)
     cnet = to_continuous(model, example).to(device).eval()
 
@@ -95,20 +103,24 @@ def setup(scale: str, seed: int = 0, device: torch.device | str | None = None) -
     def recalibrate(net: Any) -> None:
         net.recalibrate(loaders.calib, batches=s.recal_batches)
 
-    return Setup(cnet, loaders.calib, evaluate, recalibrate, example, s, base, device)
+    return Setup(cnet, loaders.calib, calib_x, evaluate, recalibrate, example, s, base, device)
 
 
 def spectra(st: Setup) -> dict[str, dict[str, list[float]]]:
     """``{"weights" | "features": {group: normalised DCT power}}`` of every group."""
     cnet = st.cnet
-    feats = feature_spectra(cnet, st.calib, batches=st.settings.calib_batches)
+    feats = feature_spectra(cnet, st.calib_x)
     return {"weights": {g.name: weight_spectrum(cnet, g.name).tolist() for g in cnet.groups},
             "features": {n: p.tolist() for n, p in feats.items()}}
 
 
 def predictions(st: Setup) -> dict[str, dict[str, int]]:
-    """``{estimator: {group: predicted width}}`` for every estimator."""
-    return {m: capacities(st.cnet, st.settings.energy, m, st.calib, st.settings.calib_batches) for m in METHODS}
+    """``{"<method>@<energy>": {group: predicted width}}`` for every estimator and energy."""
+    out = {}
+    for m in METHODS:
+        for e, widths in capacities_at(st.cnet, st.settings.energies, m, st.calib_x).items():
+            out[f"{m}@{e:g}"] = widths
+    return out
 
 
 def knees(st: Setup, predicted: dict[str, dict[str, int]]) -> KneeTable:
@@ -181,7 +193,7 @@ def run(scale: str, seed: int = 0, device: torch.device | str | None = None,
     log(f"estimators done ({time.perf_counter() - t0:.1f} s)")
     table = knees(st, predicted)
     log(f"knees done ({time.perf_counter() - t0:.1f} s)")
-    best = table.best or "weights"
+    best = table.best or f"weights@{st.settings.energies[-1]:g}"
     alloc = allocations(st, predicted[best])
     log(f"allocations done ({time.perf_counter() - t0:.1f} s)")
     return {
@@ -190,6 +202,7 @@ def run(scale: str, seed: int = 0, device: torch.device | str | None = None,
         "predicted": table.predicted,
         "knees": table.knees,
         "spearman": table.spearman,
+        "spearman_ratio": table.spearman_ratio,
         "mean_relative_error": table.mean_relative_error,
         "best_estimator": best,
         "allocations": alloc,

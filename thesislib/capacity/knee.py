@@ -51,15 +51,22 @@ class preserved_state:
     def __init__(self, cnet: Any):
         self.cnet = cnet
 
+    #: ContinuousNet keeps recalibrated BatchNorm statistics and its sampling mode outside the
+    #: state_dict; they are saved and restored too when present.
+    _EXTRA = ("_overrides", "_override_key", "_antialias")
+
     def __enter__(self) -> Any:
         self.widths = current_widths(self.cnet)
         self.training = self.cnet.training
         self.state = copy.deepcopy(self.cnet.state_dict())
+        self.extra = {a: copy.copy(getattr(self.cnet, a)) for a in self._EXTRA if hasattr(self.cnet, a)}
         return self.cnet
 
     def __exit__(self, *exc: Any) -> None:
-        self.cnet.resample(self.widths, antialias=False)
+        self.cnet.resample(self.widths, antialias=bool(self.extra.get("_antialias", True)))
         self.cnet.load_state_dict(self.state)
+        for attr, value in self.extra.items():
+            setattr(self.cnet, attr, value)
         self.cnet.train(self.training)
 
 
@@ -127,12 +134,15 @@ class KneeTable:
     knees: dict[str, int]
     predicted: dict[str, dict[str, int]]                   # estimator -> group -> width
     spearman: dict[str, float] = field(default_factory=dict)
+    spearman_ratio: dict[str, float] = field(default_factory=dict)   # on width / size
     mean_relative_error: dict[str, float] = field(default_factory=dict)
+    baselines: tuple[str, ...] = ("size",)
 
     @property
     def best(self) -> str | None:
-        """The estimator with the highest Spearman correlation (ties: lower relative error)."""
-        scored = [(e, s) for e, s in self.spearman.items() if not math.isnan(s)]
+        """The estimator (baselines excluded) with the highest Spearman correlation (ties: lower
+        relative error)."""
+        scored = [(e, s) for e, s in self.spearman.items() if not math.isnan(s) and e not in self.baselines]
         if not scored:
             return None
         return max(scored, key=lambda es: (es[1], -self.mean_relative_error[es[0]]))[0]
@@ -144,7 +154,7 @@ class KneeTable:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for ``save_result``)."""
-        return {"rows": self.rows(), "spearman": self.spearman,
+        return {"rows": self.rows(), "spearman": self.spearman, "spearman_ratio": self.spearman_ratio,
                 "mean_relative_error": self.mean_relative_error, "best": self.best}
 
     def __str__(self) -> str:
@@ -155,31 +165,43 @@ class KneeTable:
             lines.append("  ".join(f"{str(row[h]):>10}" for h in head))
         lines.append("  ".join([f"{'spearman':>10}", " " * 10, " " * 10,
                                 *(f"{self.spearman[e]:>10.3f}" for e in estimators)]))
+        lines.append("  ".join([f"{'sp.ratio':>10}", " " * 10, " " * 10,
+                                *(f"{self.spearman_ratio[e]:>10.3f}" for e in estimators)]))
         lines.append("  ".join([f"{'rel.err':>10}", " " * 10, " " * 10,
                                 *(f"{self.mean_relative_error[e]:>10.3f}" for e in estimators)]))
         return "\n".join(lines)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(scipy.stats.spearmanr(a, b).statistic)
 
 
 def compare(predicted: Mapping[str, Mapping[str, int]], knees: Mapping[str, int],
             sizes: Mapping[str, int] | None = None) -> KneeTable:
     """Spearman rank correlation and mean relative error ``|pred - knee| / knee`` per estimator.
 
-    Spearman is NaN when either side is constant over the groups (undefined rank
-    correlation) or there are fewer than two groups.
+    ``spearman`` ranks the widths themselves; ``spearman_ratio`` ranks ``width / size``
+    (does the estimator tell which groups are *relatively* compressible — the widths
+    alone correlate with the knees through the group sizes). With ``sizes`` given, a
+    ``"size"`` baseline (predicted = size) is added. Spearman is NaN when either side
+    is constant over the groups (undefined rank correlation) or there are fewer than two.
     """
     groups = list(knees)
     if not groups:
         raise ValueError("compare needs at least one group with a measured knee")
+    preds = {e: {g: int(p[g]) for g in groups} for e, p in predicted.items()}
+    if sizes is not None:
+        preds.setdefault("size", {g: int(sizes[g]) for g in groups})
     table = KneeTable(groups=groups, sizes=dict(sizes or {g: 0 for g in groups}), knees=dict(knees),
-                      predicted={e: {g: int(p[g]) for g in groups} for e, p in predicted.items()})
+                      predicted=preds)
     k = np.array([knees[g] for g in groups], dtype=float)
+    n = np.array([sizes[g] if sizes is not None else 1 for g in groups], dtype=float)
     for estimator, pred in table.predicted.items():
         p = np.array([pred[g] for g in groups], dtype=float)
-        if len(groups) < 2 or np.all(p == p[0]) or np.all(k == k[0]):
-            rho = float("nan")
-        else:
-            rho = float(scipy.stats.spearmanr(p, k).statistic)
-        table.spearman[estimator] = rho
+        table.spearman[estimator] = _spearman(p, k)
+        table.spearman_ratio[estimator] = _spearman(p / n, k / n) if sizes is not None else float("nan")
         table.mean_relative_error[estimator] = float(np.mean(np.abs(p - k) / np.maximum(k, 1)))
     return table
 

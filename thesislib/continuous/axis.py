@@ -9,15 +9,23 @@ channels uses the samples at ``y_i = i / (m - 1)`` (``y_0 = 1/2`` when ``m = 1``
   (``a = -1/2``, the kernel of ``grid_sample(mode="bicubic")``) or linear hat functions,
   replicating the border. ``A`` is banded (4 or 2 taps per row) and ``A = I`` when ``m = n``, so the
   full-width network is reproduced exactly;
-* **quadrature** (consumers, i.e. layers that *sum* over the axis): the next layer computes
-  ``z = sum_j V_j h_j ~ int V(x) h(x) dx`` with rule weights ``w^(n)_j``; the stored weights are
-  ``V_j = w^(n)_j K(x_j)`` for the integral kernel ``K``. At ``m`` samples the consumer therefore uses
+* **quadrature** (consumers, i.e. layers that *sum* over the axis): the trained network computes
+  ``z = sum_j V_j h_j`` over ``n`` channels. Reading the stored weights as samples of a smooth
+  kernel, ``V_j = V(x_j)``, the Euler--Maclaurin formula on the grid ``h = 1 / (n - 1)`` gives
 
-      V'_i = w^(m)_i * sum_j A_ij V_j / w^(n)_j ,        i.e.  V' = diag(w^(m)) A diag(w^(n))^{-1} V,
+      sum_j f(x_j) = (n - 1) int_0^1 f + (f(0) + f(1)) / 2 + O(h),        f = V h,
 
-  which equals ``V`` at ``m = n`` and keeps the scale of the sum (``w^(m)_i / w^(n)_j ~ (n-1)/(m-1)``
-  for the trapezoid rule). Rules: trapezoid (default, order 2), Simpson (order 4, 3/8 rule on the
-  last three intervals when ``m`` is even) and rectangle (``1/m`` each, order 1 on this grid);
+  so the width-independent quantity a layer computes is ``(n - 1) int f + (f(0) + f(1)) / 2``. At
+  ``m`` samples it is approximated with the rule's weights ``w^(m)`` on :func:`sample_grid`:
+
+      z ~ sum_i s_i f(y_i),     s_i = (n - 1) w^(m)_i + [i = 0 or i = m - 1] / 2,
+
+  i.e. the consumer's sampled weights are ``V' = diag(s) A V`` (:func:`consumer_weights`). For the
+  trapezoid rule (default, order 2) ``s = 1`` exactly at ``m = n``; for Simpson (order 4; the 3/8
+  rule on the last three intervals when ``m`` is even) ``m = n`` is defined as the identity so the
+  full-width net is reproduced; the rectangle rule is the plain rescaling ``s = n / m`` (order 1).
+  ``m = 1`` gives ``s = n``. Quadrature weights never enter the control points, so they stay as
+  smooth as the trained weights;
 * **anti-aliasing**: before sampling ``m < n`` points the control points are low-passed to the new
   Nyquist rate. With the DCT-II along the axis, coefficient ``k`` is the cosine ``cos(pi k x)``
   (``k`` half periods on ``[0, 1]``); ``m`` samples on ``[0, 1]`` represent ``k <= m - 1``, so
@@ -153,6 +161,22 @@ def lowpass_matrix(n: int, m: int) -> np.ndarray:
     return d[:m].T @ d[:m]
 
 
+def consumer_weights(n: int, m: int, rule: str = "trapezoid") -> np.ndarray:
+    """Scale ``s_i`` of the ``m`` sampled consumer weights (see the module docstring):
+    ``(n - 1) w^(m)_i`` plus ``1/2`` at both ends (``n / m`` each for the rectangle rule); ones at ``m = n``."""
+    _check_sizes(n, m)
+    if m == n:
+        return np.ones(n)
+    if rule == "rectangle":
+        return np.full(m, n / m)
+    w = quadrature_weights(m, rule) * (n - 1)
+    if m == 1:
+        return w + 1.0
+    w[0] += 0.5
+    w[-1] += 0.5
+    return w
+
+
 @dataclass
 class AxisOp:
     """An ``m x n`` linear map along one tensor axis, banded (gather + weighted sum) or dense."""
@@ -203,7 +227,7 @@ class AxisOp:
 def axis_op(n: int, m: int, role: str = "producer", kind: str = "cubic", rule: str = "trapezoid",
             antialias: bool = False) -> AxisOp:
     """The resampling operator of one axis: ``A`` (or ``A L``) for producers and norms,
-    ``diag(w^(m)) A [L] diag(w^(n))^{-1}`` for consumers (see the module docstring)."""
+    ``diag(s) A`` (or ``diag(s) A L``) for consumers, ``s`` = :func:`consumer_weights`."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
     if kind not in INTERPOLATIONS:
@@ -213,17 +237,11 @@ def axis_op(n: int, m: int, role: str = "producer", kind: str = "cubic", rule: s
     _check_sizes(n, m)
     if m == n:
         return AxisOp(n, m, identity=True)
-    scale_in = scale_out = None
-    if role == "consumer":
-        scale_out = quadrature_weights(m, rule)
-        scale_in = 1.0 / quadrature_weights(n, rule)
+    scale = consumer_weights(n, m, rule) if role == "consumer" else np.ones(m)
     if antialias and m < n:
-        mat = interpolation_matrix(n, m, kind) @ lowpass_matrix(n, m)
-        if role == "consumer":
-            mat = scale_out[:, None] * mat * scale_in[None, :]
+        mat = scale[:, None] * (interpolation_matrix(n, m, kind) @ lowpass_matrix(n, m))
         return AxisOp(n, m, identity=False, dense=torch.tensor(mat, dtype=torch.float32))
     idx, coef = banded_interpolation(n, m, kind)
-    if role == "consumer":
-        coef = coef * scale_out[:, None] * scale_in[idx]
+    coef = coef * scale[:, None]
     return AxisOp(n, m, identity=False, idx=torch.from_numpy(idx.ravel().copy()),
                   coef=torch.tensor(coef, dtype=torch.float32))

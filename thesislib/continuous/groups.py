@@ -264,7 +264,8 @@ def find_groups(net: nn.Module, example_inputs: Any, keep_discrete: Iterable[str
     was_training = net.training
     net.eval()
     attn_modules = {m for m in net.modules() if is_vit_attention(m)}
-    customized = {m: _attention_pruner() for m in attn_modules}
+    leaf = _attention_pruner()
+    customized = {t: leaf for t in {type(m) for m in attn_modules}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dg = tp.DependencyGraph().build_dependency(

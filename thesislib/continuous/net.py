@@ -9,7 +9,7 @@ graph and turns every coupled channel group (:mod:`.groups`) into a continuous a
    points -- they stay the module's own ``nn.Parameter`` objects, so an optimizer built on
    ``cnet.parameters()`` keeps them forever;
 3. a forward at widths ``{group: m}`` samples every member tensor with the axis operators of
-   :mod:`.axis` (producers/norms: ``A`` or ``A L``; consumers: ``diag(w^(m)) A diag(w^(n))^{-1}``),
+   :mod:`.axis` (producers/norms: ``A`` or ``A L``; consumers: ``diag(s) A``, ``s`` the quadrature scale),
    once per forward (eval: cached until a parameter changes), and calls the original modules with
    the sampled tensors through :func:`torch.func.functional_call`; width-dependent attributes
    (``groups`` of depthwise convolutions, ``normalized_shape`` of LayerNorm, ``num_heads``/
@@ -432,9 +432,9 @@ class ContinuousNet(nn.Module):
             module = out.get_submodule(mod_name) if mod_name else out
             if attr in module._parameters:
                 old = module._parameters[attr]
-                module._parameters[attr] = nn.Parameter(t.detach().clone(), requires_grad=old.requires_grad)
+                module._parameters[attr] = nn.Parameter(t.detach().clone().contiguous(), requires_grad=old.requires_grad)
             elif attr in module._buffers:
-                module._buffers[attr] = t.detach().clone()
+                module._buffers[attr] = t.detach().clone().contiguous()
             else:
                 raise RuntimeError(f"cannot place tensor {key!r} in the exported model")
         out.train(self.training)
@@ -485,7 +485,7 @@ def _permute(cnet: ContinuousNet, group: ChannelGroup, perm: torch.Tensor) -> No
 
 def to_continuous(net: nn.Module, example_inputs: Any, *, interpolation: str = "cubic",
                   quadrature: str = "trapezoid", permute: bool = True, keep_discrete: Iterable[str] = (),
-                  permutation_starts: int = 4, seed: int = 0) -> ContinuousNet:
+                  permutation_starts: int = 3, seed: int = 0) -> ContinuousNet:
     """Convert a trained network to a :class:`ContinuousNet` computing the same function at full width.
 
     ``example_inputs`` is one input batch (or a tuple of inputs) for tracing the channel groups.

@@ -18,11 +18,11 @@ recalibration), :mod:`.compare` (the sweep behind ``notebooks/baselines.ipynb``)
 
 from .calibration import recalibrate_batchnorm
 from .compare import sweep
-from .pruner import ALLOCATIONS, METHODS, NEEDS_CALIB, allocate, prune
+from .pruner import ALLOCATIONS, METHODS, NEEDS_CALIB, allocate, channel_scores, prune
 from .schedule import GMPSchedule, fine_tune, prune_in_place
 from .structural import ChannelGroup, analyse, channel_counts, default_ignored_layers
 
 __all__ = [
     "prune", "METHODS", "NEEDS_CALIB", "ALLOCATIONS", "fine_tune", "GMPSchedule", "recalibrate_batchnorm",
-    "sweep", "channel_counts", "analyse", "ChannelGroup", "default_ignored_layers", "allocate", "prune_in_place",
+    "sweep", "channel_counts", "channel_scores", "analyse", "ChannelGroup", "default_ignored_layers", "allocate", "prune_in_place",
 ]

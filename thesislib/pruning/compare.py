@@ -11,7 +11,7 @@ from torch import nn
 
 from thesislib.metrics import accuracy, count_macs, count_params
 
-from .pruner import METHODS, prune
+from .pruner import _SCORED, METHODS, channel_scores, prune
 from .schedule import GMPSchedule, fine_tune
 
 
@@ -21,28 +21,43 @@ def sweep(net: nn.Module, methods: Sequence[str], ratios: Sequence[float], examp
     """Prune ``net`` with each method at each ratio (no fine-tuning) and measure it.
 
     Returns one record per (method, ratio): ``accuracy`` on ``test``, ``macs``, ``params``, ``seconds``
-    (pruning time) -- or ``error`` when the method raised one of ``skip_errors`` (e.g. ``ImportError`` for
+    (pruning time, including the method's scoring, which is computed once per method and reused across
+    ratios) -- or ``error`` when the method raised one of ``skip_errors`` (e.g. ``ImportError`` for
     a continuous package that is not there).  The same ``calib`` batches feed scores and recalibration.
+    At ratio 1.0 every one-shot method keeps every channel, so that model is pruned and measured once and
+    its record (``"shared": True``) repeated for the other methods; ``continuous`` is measured itself.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; METHODS = {', '.join(METHODS)}")
     records = []
+    shared_full: dict | None = None  # ratio 1.0 keeps every channel: one model for every one-shot method
     for method in methods:
+        if any(r == 1.0 for r in ratios) and method != "continuous" and shared_full is not None:
+            records.append({**shared_full, "method": method})
+        start = time.perf_counter()
+        scores = (channel_scores(net, method, example_inputs, calib, calib_batches, seed)
+                  if method in _SCORED and any(r < 1 for r in ratios) else None)
+        score_seconds = time.perf_counter() - start
         for ratio in ratios:
+            if ratio == 1.0 and method != "continuous" and shared_full is not None:
+                continue
             start = time.perf_counter()
             try:
                 small = prune(net, method, ratio, example_inputs, calib=calib, allocation=allocation,
-                              recalibrate=recalibrate, calib_batches=calib_batches, seed=seed)
+                              recalibrate=recalibrate, calib_batches=calib_batches, seed=seed, scores=scores)
             except tuple(skip_errors) as error:  # noqa: PERF203
                 records.append({"method": method, "ratio": ratio, "error": f"{type(error).__name__}: {error}"})
                 continue
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start + score_seconds
             records.append({
                 "method": method, "ratio": ratio, "accuracy": accuracy(small, test),
                 "macs": count_macs(small, example_inputs), "params": count_params(small),
                 "seconds": round(seconds, 3),
             })
+            if ratio == 1.0 and method != "continuous":
+                shared_full = {**records[-1], "shared": True}
+    records.sort(key=lambda r: (list(methods).index(r["method"]), -r["ratio"]))
     return records
 
 
@@ -70,3 +85,51 @@ def fine_tune_column(net: nn.Module, methods: Sequence[str], ratio: float, examp
         records.append({"method": method, "ratio": ratio, "steps": steps, "accuracy": accuracy(model, test),
                         "macs": count_macs(model, example_inputs), "seconds": round(time.perf_counter() - start, 3)})
     return records
+
+
+BASELINE_SETTINGS: dict[str, dict] = {
+    # ratios: kept fractions; calib_batches: batches of the calibration loader for scores and BN recalibration;
+    # fine-tuning column at ratio ft_ratio: ft_steps SGD steps for ft_methods.
+    "smoke": {"ratios": (1.0, 0.5), "calib_batches": 1, "ft_ratio": 0.5, "ft_steps": 3, "ft_lr": 0.01,
+              "ft_methods": ("l1", "gmp")},
+    "cpu": {"ratios": (1.0, 0.75, 0.5, 0.375, 0.25), "calib_batches": 10, "ft_ratio": 0.5, "ft_steps": 150,
+            "ft_lr": 0.01, "ft_methods": ("l1", "taylor", "fold", "continuous", "gmp")},
+    "gpu": {"ratios": (1.0, 0.75, 0.5, 0.375, 0.25), "calib_batches": 20, "ft_ratio": 0.5, "ft_steps": 1000,
+            "ft_lr": 0.01, "ft_methods": ("l1", "taylor", "hessian", "obs", "fold", "ifm", "continuous", "gmp")},
+}
+
+
+def summary_table(records: Sequence[dict], key: str = "accuracy") -> str:
+    """Text table: one row per method, one column per ratio, ``key`` in percent (accuracy) or as is."""
+    ratios = sorted({r["ratio"] for r in records}, reverse=True)
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    lines = ["method      " + "".join(f"{r:>8.3g}" for r in ratios)]
+    for m in methods:
+        cells = []
+        for ratio in ratios:
+            rec = next((r for r in records if r["method"] == m and r["ratio"] == ratio), None)
+            if rec is None or key not in rec:
+                cells.append(f"{'—':>8}")
+            else:
+                cells.append(f"{100 * rec[key]:8.1f}" if key == "accuracy" else f"{rec[key]:8.3g}")
+        lines.append(f"{m:<12}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def plot_sweep(records: Sequence[dict], axes) -> None:
+    """Accuracy vs kept ratio (``axes[0]``) and vs MACs (``axes[1]``), one line per method."""
+    methods = list(dict.fromkeys(r["method"] for r in records if "accuracy" in r))
+    for i, m in enumerate(methods):
+        rows = sorted((r for r in records if r["method"] == m and "accuracy" in r), key=lambda r: r["ratio"])
+        style = {"marker": "o", "linestyle": "-" if i < 10 else "--", "label": m}
+        if m == "continuous":
+            style.update(linewidth=2.5, color="black")
+        axes[0].plot([r["ratio"] for r in rows], [100 * r["accuracy"] for r in rows], **style)
+        axes[1].plot([r["macs"] / 1e6 for r in rows], [100 * r["accuracy"] for r in rows], **style)
+    axes[0].set_xlabel("доля сохранённых каналов")
+    axes[1].set_xlabel("MMAC на изображение")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel("точность, %")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)

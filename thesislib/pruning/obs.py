@@ -34,26 +34,38 @@ def _supported(m: Member) -> bool:
                                           and mod.padding_mode == "zeros")
 
 
-def _rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The consumer's input as rows of its ``[out, d]`` weight matrix's input space."""
+def _rows(module: nn.Module, x: torch.Tensor, max_rows: int, gen: torch.Generator) -> torch.Tensor:
+    """The consumer's input as rows of its ``[out, d]`` weight matrix's input space: at most ``max_rows``
+    per batch, a seeded random subset of the (sample, position) rows of a convolution."""
     if isinstance(module, nn.Linear):
-        return x.reshape(-1, x.shape[-1])
-    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        rows = x.reshape(-1, x.shape[-1])
+    else:
+        cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    if rows.shape[0] > max_rows:
+        pick = torch.randperm(rows.shape[0], generator=gen)[:max_rows].to(rows.device)
+        rows = rows[pick]
+    return rows
 
 
 @torch.no_grad()
-def input_hessians(model: nn.Module, modules: list[nn.Module], calib: Iterable, batches: int) -> dict[nn.Module, torch.Tensor]:
-    """``H = 2 X Xᵀ / N`` (float64) of each module's calibration inputs."""
+def input_hessians(model: nn.Module, modules: list[nn.Module], calib: Iterable, batches: int,
+                   max_rows: int = 4096, seed: int = 0) -> dict[nn.Module, torch.Tensor]:
+    """``H = 2 X Xᵀ / N`` (accumulated in float64) of each module's calibration inputs.
+
+    A convolution sees one row per sample and output position; to bound the cost, at most ``max_rows``
+    rows per batch enter ``H`` (a seeded random subset, the same for every method call).
+    """
     device = model_device(model)
+    gen = torch.Generator().manual_seed(seed)
     model.eval()
     sums: dict[nn.Module, torch.Tensor] = {}
     counts: dict[nn.Module, int] = {}
     hooks = []
-    for mod in set(modules):
+    for mod in dict.fromkeys(modules):
         def hook(module, inputs):
-            rows = _rows(module, inputs[0]).double()
-            sums[module] = sums.get(module, 0) + rows.T @ rows
+            rows = _rows(module, inputs[0], max_rows, gen)
+            sums[module] = sums.get(module, 0) + (rows.T @ rows).double()
             counts[module] = counts.get(module, 0) + rows.shape[0]
         hooks.append(mod.register_forward_pre_hook(hook))
     try:

@@ -70,6 +70,22 @@ def method_scores(method: str, model: nn.Module, groups: list[ChannelGroup], cal
     raise ValueError(f"method {method!r} has no per-channel scores")
 
 
+def channel_scores(net: nn.Module, method: str, example_inputs: torch.Tensor, calib: Iterable | None = None,
+                   calib_batches: int = 20, seed: int = 0, ignored_layers: Sequence[nn.Module] | None = None,
+                   attention: str = "head_dim") -> dict[str, torch.Tensor]:
+    """Per-channel scores of ``method`` for every prunable group of ``net`` (on a copy), for reuse in
+    :func:`prune` across ratios; ``obs``/``ifm``/``fold`` give the L2 norms they allocate by globally."""
+    check_method(method, calib, False)
+    if method == "continuous":
+        raise ValueError("method 'continuous' has no per-channel scores")
+    model = copy.deepcopy(net).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    structure = analyse(model, example_inputs.to(model_device(model)), _map_ignored(net, model, ignored_layers),
+                        attention)
+    return method_scores(method, model, structure.groups, calib, calib_batches, seed)
+
+
 def allocate(groups: list[ChannelGroup], ratio: float | Mapping[str, float], allocation: str,
              scores: dict[str, torch.Tensor] | None = None) -> dict[str, list[int]]:
     """Kept channels per partition of every group (uniform ratio, per-group ratios, or global top-k)."""
@@ -159,7 +175,7 @@ def _continuous(model: nn.Module, ratio, example_inputs) -> nn.Module:
 def prune(net: nn.Module, method: str, ratio: float | Mapping[str, float], example_inputs: torch.Tensor,
           calib: Iterable | None = None, allocation: str = "uniform", recalibrate: bool = False,
           calib_batches: int = 20, ignored_layers: Sequence[nn.Module] | None = None, seed: int = 0,
-          attention: str = "head_dim") -> nn.Module:
+          attention: str = "head_dim", scores: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """Return a physically smaller copy of ``net`` pruned by ``method`` keeping ``ratio`` of the channels.
 
     ``net`` is left untouched.  ``calib`` (a loader of ``(inputs, targets)``) feeds the data-driven methods
@@ -167,7 +183,8 @@ def prune(net: nn.Module, method: str, ratio: float | Mapping[str, float], examp
     ``recalibrate=True``, the BatchNorm recalibration done after pruning for every method alike
     (:func:`recalibrate_batchnorm`).  ``ignored_layers`` (modules of ``net``) replace the default set of
     layers whose output channels stay (see :func:`structural.default_ignored_layers`); ``attention``
-    says what ViT attention blocks lose: per-head dimensions (``"head_dim"``) or whole heads (``"heads"``).  ``gmp`` without
+    says what ViT attention blocks lose: per-head dimensions (``"head_dim"``) or whole heads (``"heads"``).
+    ``scores`` (from :func:`channel_scores` on the same network) reuses per-channel scores across ratios.  ``gmp`` without
     fine-tuning is magnitude (L2) pruning at the final sparsity; use :func:`fine_tune` with a
     :class:`GMPSchedule` for the gradual version.  The result is in eval mode.
     """
@@ -190,7 +207,13 @@ def prune(net: nn.Module, method: str, ratio: float | Mapping[str, float], examp
         structure = analyse(model, example_inputs, ignored, attention)
         groups = structure.groups
         needs_scores = allocation == "global" and not isinstance(ratio, Mapping) and ratio < 1.0
-        scores = method_scores(method, model, groups, calib, calib_batches, seed) if needs_scores else None
+        if scores is not None:
+            missing = sorted({g.name for g in groups} - set(scores))
+            if missing:
+                raise ValueError(f"scores lack group(s) {missing}: compute them with channel_scores on this network")
+            scores = dict(scores)
+        elif needs_scores:
+            scores = method_scores(method, model, groups, calib, calib_batches, seed)
         counts = allocate(groups, ratio, allocation, scores)
         own_scores = scores if method in _SCORED else None
         plans = plan_groups(method, model, groups, counts, calib, calib_batches, seed, own_scores)
