@@ -183,6 +183,18 @@ def test_knee_width_restores_widths_and_holds_others_full():
         knee_width(net, "c", evaluate)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 40), st.data())
+def test_knee_on_a_grid_is_the_first_passing_candidate(size, grid, data):
+    from thesislib.capacity.knee import width_grid
+
+    knee = data.draw(st.integers(1, size))
+    net = FakeCNet([Group("a", size, size)], knees={"a": knee})
+    candidates = width_grid(size, grid)
+    assert candidates[-1] == size and candidates[0] >= 1 and len(candidates) == min(size, grid)
+    assert knee_width(net, "a", net.quality, grid=grid) == min(c for c in candidates if c >= knee)
+
+
 def test_knee_width_steps_gives_a_passing_upper_bound():
     net = FakeCNet([Group("a", 64, 64)], knees={"a": 23})
     w = knee_width(net, "a", net.quality, steps=2)

@@ -338,10 +338,11 @@ def test_group_tensors_are_the_permuted_control_points():
     assert roles[("bn1", "running_var")] == "norm"
     for m, t in members:
         assert t.shape[m.dim] == 6
-    # permuted: the same rows as the original, in another order
+    # permuted: the same rows as the original (entries reordered by the other group), in another order
     w = dict(((m.module_name, m.param_name), t) for m, t in members)[("conv1", "weight")]
-    orig = net.conv1.weight.detach()
-    match = [int(torch.cdist(w[i].reshape(1, -1), orig.reshape(6, -1)).argmin()) for i in range(6)]
+    rows = w.reshape(6, -1).sort(1).values
+    orig = net.conv1.weight.detach().reshape(6, -1).sort(1).values
+    match = [int(torch.cdist(rows[i:i + 1], orig).argmin()) for i in range(6)]
     assert sorted(match) == list(range(6))
     assert cnet.total_variation(g.name) <= to_continuous(net, torch.randn(2, 2, 5, 5), permute=False).total_variation(g.name) + 1e-9
 
@@ -434,3 +435,48 @@ def test_thesislib_models():
     for up in ("pixelshuffle", "convtranspose"):
         cnet = _check_model(edsr(n_feats=16, n_blocks=2, upsampler=up), torch.randn(2, 3, 8, 8), 3)
         assert "tail.1" in cnet.discrete_groups  # the RGB output stays 3 channels
+
+
+def test_multihead_attention_follows_the_embedding_width():
+    class Block(nn.Module):
+        def __init__(self, e: int = 16, h: int = 4):
+            super().__init__()
+            self.inp = nn.Linear(6, e)
+            self.ln = nn.LayerNorm(e)
+            self.attn = nn.MultiheadAttention(e, h, batch_first=True)
+            self.out = nn.Linear(e, 3)
+
+        def forward(self, x):
+            x = self.inp(x)
+            y = self.ln(x)
+            x = x + self.attn(y, y, y, need_weights=False)[0]
+            return self.out(x.mean(1))
+
+    torch.manual_seed(0)
+    net = Block().eval()
+    x = torch.randn(2, 5, 6)
+    cnet = to_continuous(net, x).eval()
+    assert {g.name for g in cnet.groups} == {"inp", "attn.head_dim"}
+    with torch.no_grad():
+        assert _max_rel(net(x), cnet(x)) <= 1e-4
+        cnet.resample(0.6)  # 16 * 0.6 = 9.6 -> rounded to a multiple of 4 heads
+        small = cnet.export()
+        assert (small.attn.embed_dim, small.attn.head_dim, small.attn.num_heads) == (8, 2, 4)
+        assert small.attn.in_proj_weight.shape == (24, 8) and small.ln.normalized_shape == (8,)
+        assert torch.allclose(cnet(x), small(x), atol=1e-5)
+    with pytest.raises(ValueError, match="follows the width"):
+        cnet.resample({"attn.head_dim": 2})
+    enc = nn.Sequential(nn.Linear(6, 16), nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True),
+                        nn.Linear(16, 3)).eval()
+    cnet = to_continuous(enc, x).eval().resample(0.5)
+    with torch.no_grad():
+        assert torch.allclose(cnet(x), cnet.export()(x), atol=1e-5)
+
+
+def test_capacity_delegates_to_thesislib_capacity_for_every_group():
+    net = _randomize_bn(TinyResCNN(8, 6))
+    cnet = to_continuous(net, torch.randn(2, 2, 5, 5))
+    cap = cnet.capacity(energy=0.99)
+    assert set(cap) == {g.name for g in cnet.groups}
+    assert all(isinstance(v, int) and 1 <= v <= cnet._group(k).size for k, v in cap.items())
+    assert all(a <= b for a, b in zip(cnet.capacity(0.5).values(), cap.values()))

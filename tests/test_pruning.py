@@ -221,3 +221,34 @@ def test_bad_input_is_refused() -> None:
         prune(net, "l1", 0.5, x[:2], allocation="layerwise")
     with pytest.raises(ValueError, match="unknown group"):
         prune(net, "l1", {"no.such.group": 0.5}, x[:2])
+
+
+def test_sweep_measures_every_method_and_ratio() -> None:
+    from thesislib.pruning.compare import first_images, summary_table, sweep
+
+    net = _resnet()
+    x, calib = _data()
+    test = first_images(calib, 16)
+    records = sweep(net, ["l1", "fold"], (1.0, 0.5), x[:1], calib, test, calib_batches=2)
+    assert [(r["method"], r["ratio"]) for r in records] == [("l1", 1.0), ("l1", 0.5), ("fold", 1.0), ("fold", 0.5)]
+    full, half = records[0], records[1]
+    assert records[2]["accuracy"] == full["accuracy"] and records[2]["shared"]
+    assert half["macs"] < full["macs"] and half["params"] < full["params"]
+    assert all(0 <= r["accuracy"] <= 1 for r in records)
+    assert "fold" in summary_table(records)
+    with pytest.raises(ValueError, match="METHODS"):
+        sweep(net, ["nope"], (0.5,), x[:1], calib, test)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vit"])
+def test_fast_per_sample_fisher_equals_vmap_reference(arch: str) -> None:
+    from thesislib.pruning.importance import squared_gradients, squared_gradients_vmap
+
+    net = _resnet() if arch == "resnet" else _vit()
+    x, calib = _data(n=16, image=12 if arch == "resnet" else 8)
+    names = {k for k, _ in net.named_parameters() if arch == "resnet" or k.startswith("blocks")}
+    fast = squared_gradients(net, calib, 2, names=names)
+    ref = squared_gradients_vmap(net, calib, 2)
+    assert set(fast) == names
+    for k in names:
+        assert torch.allclose(fast[k], ref[k], rtol=1e-4, atol=1e-6 * ref[k].abs().max().item()), k

@@ -38,7 +38,7 @@ class CapacitySettings:
     eval_images: int          # fixed test subset for knees and allocations
     recal_batches: int        # BatchNorm recalibration batches after every resampling
     calib_images: int         # calibration images for the "output" and "features" estimators
-    knee_steps: int | None    # bisection evaluations per group (None: to exactness)
+    knee_grid: int | None     # candidate widths ceil(i * n / grid) per group (None: every width)
     budgets: tuple[float, ...]
     latency_batch: int
     latency_repeats: int
@@ -47,11 +47,11 @@ class CapacitySettings:
 
 
 SETTINGS: dict[str, CapacitySettings] = {
-    "smoke": CapacitySettings(eval_images=128, recal_batches=1, calib_images=32, knee_steps=2,
+    "smoke": CapacitySettings(eval_images=128, recal_batches=1, calib_images=32, knee_grid=4,
                               budgets=(0.5,), latency_batch=16, latency_repeats=3, tol=0.02),
-    "cpu": CapacitySettings(eval_images=1000, recal_batches=8, calib_images=64, knee_steps=None,
+    "cpu": CapacitySettings(eval_images=1000, recal_batches=8, calib_images=64, knee_grid=16,
                             budgets=(0.3, 0.5, 0.7), latency_batch=64, latency_repeats=10),
-    "gpu": CapacitySettings(eval_images=10000, recal_batches=20, calib_images=1024, knee_steps=None,
+    "gpu": CapacitySettings(eval_images=10000, recal_batches=20, calib_images=1024, knee_grid=None,
                             budgets=(0.2, 0.3, 0.5, 0.7), latency_batch=256, latency_repeats=50),
 }
 
@@ -127,7 +127,7 @@ def knees(st: Setup, predicted: dict[str, dict[str, int]]) -> KneeTable:
     """Measured knees of every group and their comparison with ``predicted``."""
     s = st.settings
     return knee_table(st.cnet, st.evaluate, predicted, tol=s.tol, antialias=True,
-                      recalibrate=st.recalibrate, steps=s.knee_steps)
+                      recalibrate=st.recalibrate, grid=s.knee_grid)
 
 
 def _measure(st: Setup, widths: dict[str, int], antialias: bool, model: CostModel,

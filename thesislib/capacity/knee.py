@@ -98,9 +98,18 @@ def bisect_smallest(passes: Callable[[int], bool], lo: int, hi: int, steps: int 
     return hi
 
 
+def width_grid(size: int, grid: int | None) -> list[int]:
+    """Candidate widths ``ceil(i * size / grid)``, ``i = 1..grid`` (all of ``1..size`` when ``grid`` is None)."""
+    if grid is None or grid >= size:
+        return list(range(1, size + 1))
+    if grid < 1:
+        raise ValueError(f"grid must be a positive number of candidate widths, got {grid}")
+    return sorted({-(-i * size // grid) for i in range(1, grid + 1)})
+
+
 def knee_width(cnet: Any, group: str, evaluate: Evaluate, tol: float = 0.01, antialias: bool = True,
                recalibrate: Recalibrate | None = None, steps: int | None = None,
-               reference: float | None = None) -> int:
+               reference: float | None = None, grid: int | None = None) -> int:
     """Smallest width of ``group`` alone whose quality is at least ``full - tol``.
 
     ``evaluate(model) -> float`` is a quality (higher is better, e.g. accuracy);
@@ -108,8 +117,10 @@ def knee_width(cnet: Any, group: str, evaluate: Evaluate, tol: float = 0.01, ant
     statistics on calibration batches) runs after every resampling, the full-width
     reference included, so all widths are compared under the same treatment.
     ``reference`` skips the full-width evaluation when it is already known.
-    Bisection over ``[1, size]`` assumes quality non-decreasing in width; at most
-    ``steps`` evaluations when given. ``cnet``'s widths and state are restored.
+    Bisection over ``[1, size]`` (or over the ``grid`` candidate widths
+    ``ceil(i * size / grid)``: resolution ``size / grid``, ``log2(grid)`` evaluations)
+    assumes quality non-decreasing in width; at most ``steps`` evaluations when
+    given. ``cnet``'s widths and state are restored.
     """
     if tol < 0 or not math.isfinite(tol):
         raise ValueError(f"tol must be a finite non-negative quality drop, got {tol}")
@@ -119,10 +130,13 @@ def knee_width(cnet: Any, group: str, evaluate: Evaluate, tol: float = 0.01, ant
         if reference is None:
             reference = _quality(cnet, full, evaluate, antialias, recalibrate)
 
-        def passes(width: int) -> bool:
+        candidates = width_grid(size, grid)
+
+        def passes(index: int) -> bool:
+            width = candidates[index]
             return _quality(cnet, {**full, group: width}, evaluate, antialias, recalibrate) >= reference - tol
 
-        return bisect_smallest(passes, 1, size, steps)
+        return candidates[bisect_smallest(passes, 0, len(candidates) - 1, steps)]
 
 
 @dataclass
@@ -208,7 +222,8 @@ def compare(predicted: Mapping[str, Mapping[str, int]], knees: Mapping[str, int]
 
 def knee_table(cnet: Any, evaluate: Evaluate, predicted: Mapping[str, Mapping[str, int]],
                groups: Sequence[str] | None = None, tol: float = 0.01, antialias: bool = True,
-               recalibrate: Recalibrate | None = None, steps: int | None = None) -> KneeTable:
+               recalibrate: Recalibrate | None = None, steps: int | None = None,
+               grid: int | None = None) -> KneeTable:
     """Measure the knee of every group (or of ``groups``) and compare it with ``predicted``.
 
     ``predicted`` maps an estimator name to ``{group: width}``; the full-width
@@ -218,5 +233,5 @@ def knee_table(cnet: Any, evaluate: Evaluate, predicted: Mapping[str, Mapping[st
     sizes = {n: int(group_by_name(cnet, n).size) for n in names}
     with preserved_state(cnet):
         reference = _quality(cnet, full_widths(cnet), evaluate, antialias, recalibrate)
-    knees = {n: knee_width(cnet, n, evaluate, tol, antialias, recalibrate, steps, reference) for n in names}
+    knees = {n: knee_width(cnet, n, evaluate, tol, antialias, recalibrate, steps, reference, grid) for n in names}
     return compare(predicted, knees, sizes)

@@ -11,10 +11,16 @@ once, in ``proj``. With ``d`` samples of ``head_dim`` and ``h`` of ``heads``: q,
 logit scale ``s`` stays that of the original ``head_dim``), and ``proj`` carries the quadrature
 weights of both axes. At full width every operator is the identity, so the original block is
 reproduced exactly. ``num_heads``/``head_dim``/``scale`` of the module follow the widths.
+
+``nn.MultiheadAttention`` is handled the same way except that its projections have ``embed_dim``
+rows (``heads * head_dim = embed_dim``): the number of heads is fixed, ``head_dim`` follows the
+embedding width, and since it always scales logits by ``1 / sqrt(head_dim)`` of the *current*
+``head_dim`` the sampled q rows are multiplied by ``sqrt(d / D)`` to keep the original ``1 / sqrt(D)``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,10 +34,11 @@ class AttnSpec:
 
     dim: int            # physical axis holding sections x heads x head_dim
     sections: int
-    heads: str          # group names
+    heads: str | None   # group names (``None``: the number of heads is fixed)
     head_dim: str
     head_roles: tuple[str, ...]
     dim_roles: tuple[str, ...]
+    q_rescale: bool = False  # nn.MultiheadAttention: q *= sqrt(d / D) keeps the logit scale 1 / sqrt(D)
 
 
 def section_view(t: torch.Tensor, spec: AttnSpec, heads: int, head_dim: int) -> torch.Tensor:
@@ -43,15 +50,20 @@ def section_view(t: torch.Tensor, spec: AttnSpec, heads: int, head_dim: int) -> 
 def sample_attention_axes(t: torch.Tensor, spec: AttnSpec, sizes: tuple[int, int],
                           ops: dict[str, dict[str, AxisOp]]) -> torch.Tensor:
     """Resample the head and head-dimension axes of one ``qkv``/``proj`` tensor."""
-    op_h, op_d = ops[spec.heads], ops[spec.head_dim]
-    if all(o.identity for o in op_h.values()) and all(o.identity for o in op_d.values()):
+    op_h = ops[spec.heads] if spec.heads is not None else None
+    op_d = ops[spec.head_dim]
+    if (op_h is None or all(o.identity for o in op_h.values())) and all(o.identity for o in op_d.values()):
         return t
     v = section_view(t, spec, *sizes)
     parts = []
     for s in range(spec.sections):
         p = v.select(spec.dim, s)
-        p = op_h[spec.head_roles[s]].apply(p, spec.dim)
-        p = op_d[spec.dim_roles[s]].apply(p, spec.dim + 1)
+        if op_h is not None:
+            p = op_h[spec.head_roles[s]].apply(p, spec.dim)
+        op = op_d[spec.dim_roles[s]]
+        p = op.apply(p, spec.dim + 1)
+        if spec.q_rescale and s == 0 and op.m != op.n:
+            p = p * math.sqrt(op.m / op.n)
         parts.append(p.flatten(spec.dim, spec.dim + 1))
     return torch.cat(parts, spec.dim)
 

@@ -40,7 +40,7 @@ a weighted sum (cost ``O(taps * m * rest)``), dense ones (anti-aliased) by a mat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -187,6 +187,16 @@ class AxisOp:
     idx: torch.Tensor | None = None   # [m * taps]
     coef: torch.Tensor | None = None  # [m, taps]
     dense: torch.Tensor | None = None  # [m, n]
+    _moved: dict = field(default_factory=dict, repr=False)  # (device, dtype) -> tensors, so CUDA gets them once
+
+    def _on(self, device: torch.device, dtype: torch.dtype) -> tuple:
+        key = (device, dtype)
+        if key not in self._moved:
+            if self.dense is not None:
+                self._moved[key] = (self.dense.to(device=device, dtype=dtype),)
+            else:
+                self._moved[key] = (self.idx.to(device), self.coef.to(device=device, dtype=dtype))
+        return self._moved[key]
 
     def matrix(self) -> np.ndarray:
         """The operator as a dense numpy matrix (for tests and analysis)."""
@@ -209,10 +219,9 @@ class AxisOp:
             raise ValueError(f"axis {dim} of a tensor of shape {tuple(x.shape)} has size "
                              f"{x.shape[dim]}, the operator expects {self.n}")
         if self.dense is not None:
-            mat = self.dense.to(device=x.device, dtype=x.dtype)
+            (mat,) = self._on(x.device, x.dtype)
             return torch.movedim(torch.tensordot(mat, x, dims=([1], [dim])), 0, dim)
-        idx = self.idx.to(x.device)
-        coef = self.coef.to(device=x.device, dtype=x.dtype)
+        idx, coef = self._on(x.device, x.dtype)
         taps = coef.shape[1]
         gathered = x.index_select(dim, idx)  # size m * taps along dim
         shape = list(x.shape)

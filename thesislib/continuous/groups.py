@@ -15,17 +15,23 @@ on data-dependent shapes and many transformer forwards (TorchIntegral's issue #2
 all of that channel bookkeeping re-implemented. Where the DependencyGraph is wrong or too coarse
 we do not trust it blindly:
 
-* attention blocks (``thesislib.models.vit.Attention``) are registered as leaf modules with a
-  customised pruner, so the graph only couples their input (``qkv`` columns) and output
-  (``proj`` rows) with the residual stream; the inner axes (heads, per-head dimension) become
-  their own groups here (:func:`attention_groups`);
+* attention blocks (``thesislib.models.vit.Attention`` and ``nn.MultiheadAttention``) are
+  registered as leaf modules with a customised pruner, so the graph only couples their input
+  (``qkv``/``in_proj_weight`` columns) and output (``proj``/``out_proj`` rows) with the residual
+  stream; the inner axes (heads, per-head dimension) become their own groups here
+  (:func:`attention_groups`);
 * a group is kept only if every member axis has exactly the group's size and the group has at
   least one consumer and does not reach the network output. This rejects channel mappings that
   are not one-to-one (``PixelShuffle``, which the graph couples 1:1 although ``r^2`` channels
   become one; a ``flatten`` over space before a Linear layer; a ``torch.cat`` of several groups)
   -- such groups simply stay discrete (listed in ``ContinuousNet.discrete_groups`` with the reason);
 * a module type we cannot represent raises a ``ValueError`` naming it and its path, unless the
-  caller asks to keep it discrete.
+  caller asks to keep it discrete. Free parameters of container modules (a ViT's ``cls_token``,
+  ``pos_embed``) are taken as the graph reports them: sampled along the axis it couples.
+
+Depthwise convolutions (``groups == in == out``) are per-channel operations: their weights are
+``"norm"`` members (sampled, no quadrature) and ``groups`` follows the width. Grouped convolutions
+with ``1 < groups < channels`` are rejected (their block structure is not a single continuous axis).
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 SUPPORTED_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
                    "Linear", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm",
-                   "thesislib.models.vit.Attention", "PReLU(num_parameters=1)")
+                   "thesislib.models.vit.Attention", "MultiheadAttention (self-attention layout, no bias_k/v)",
+                   "PReLU(num_parameters=1)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,12 @@ def is_vit_attention(module: nn.Module) -> bool:
             and module.proj.in_features == module.num_heads * module.head_dim)
 
 
+def is_mha(module: nn.Module) -> bool:
+    """A ``nn.MultiheadAttention`` we can make continuous: packed q/k/v projection, no ``bias_k``/``bias_v``."""
+    return (isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim and module.bias_k is None
+            and module.in_proj_weight is not None)
+
+
 def _is_depthwise(m: nn.Module) -> bool:
     return m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
@@ -119,8 +132,15 @@ def check_supported(net: nn.Module, keep_discrete: Iterable[str] = ()) -> None:
     keep = tuple(keep_discrete)
     attention_inner: set[str] = set()
     for name, m in net.named_modules():
+        pre = f"{name}." if name else ""
         if is_vit_attention(m):
-            attention_inner.update({f"{name}.qkv" if name else "qkv", f"{name}.proj" if name else "proj"})
+            attention_inner.update({f"{pre}qkv", f"{pre}proj"})
+        kept = any(name == k or name.startswith(k + ".") for k in keep)
+        if is_mha(m):
+            attention_inner.update({name, f"{pre}out_proj"})
+        elif isinstance(m, nn.MultiheadAttention) and not kept:
+            raise ValueError(f"module {name!r} (MultiheadAttention) uses separate k/v dimensions or bias_k/bias_v, "
+                             f"which cannot be represented continuously. Pass keep_discrete=({name!r},) to keep it discrete.")
     for name, m in net.named_modules():
         if any(name == k or name.startswith(k + ".") for k in keep) or name in attention_inner:
             continue
@@ -157,7 +177,7 @@ def check_supported(net: nn.Module, keep_discrete: Iterable[str] = ()) -> None:
 
 
 def _attention_pruner():
-    """A torch-pruning pruner that makes an Attention module a leaf with in = out = embedding dim."""
+    """A torch-pruning pruner that makes an attention module a leaf with in = out = embedding dim."""
     from torch_pruning.pruner.function import BasePruningFunc
 
     class AttentionLeaf(BasePruningFunc):
@@ -170,10 +190,10 @@ def _attention_pruner():
             return layer
 
         def get_out_channels(self, layer):
-            return layer.proj.out_features
+            return layer.embed_dim if isinstance(layer, nn.MultiheadAttention) else layer.proj.out_features
 
         def get_in_channels(self, layer):
-            return layer.qkv.in_features
+            return layer.embed_dim if isinstance(layer, nn.MultiheadAttention) else layer.qkv.in_features
 
     return AttentionLeaf()
 
@@ -224,7 +244,7 @@ def _members_of(module: Any, name: str, is_out: bool, n: int, attn_modules: set)
             if getattr(module, p, None) is not None:
                 members.append(GroupMember(name, p, 0, "norm"))
         rules.append(AttrRule(name, "normalized_shape", "", kind="tuple"))
-    elif module in attn_modules:
+    elif module in attn_modules and is_vit_attention(module):
         pre = f"{name}." if name else ""
         if is_out:
             members.append(GroupMember(f"{pre}proj", "weight", 0, "producer"))
@@ -234,6 +254,16 @@ def _members_of(module: Any, name: str, is_out: bool, n: int, attn_modules: set)
         else:
             members.append(GroupMember(f"{pre}qkv", "weight", 1, "consumer"))
             rules.append(AttrRule(f"{pre}qkv", "in_features", ""))
+    elif isinstance(module, nn.MultiheadAttention) and module in attn_modules:
+        pre = f"{name}." if name else ""
+        if is_out:
+            members.append(GroupMember(f"{pre}out_proj", "weight", 0, "producer"))
+            if module.out_proj.bias is not None:
+                members.append(GroupMember(f"{pre}out_proj", "bias", 0, "producer"))
+            rules.append(AttrRule(f"{pre}out_proj", "out_features", ""))
+        else:
+            members.append(GroupMember(name, "in_proj_weight", 1, "consumer"))
+            rules += [AttrRule(name, a, "") for a in ("embed_dim", "kdim", "vdim")]
     elif isinstance(module, nn.Module) and not list(module.parameters()) and not list(module.buffers()):
         pass  # a torch-pruning pseudo-op (elementwise, reshape, concat ...) or a parameter-free layer
     else:
@@ -263,10 +293,10 @@ def find_groups(net: nn.Module, example_inputs: Any, keep_discrete: Iterable[str
     check_supported(net, keep)
     was_training = net.training
     net.eval()
-    attn_modules = {m for m in net.modules() if is_vit_attention(m)}
+    attn_modules = {m for m in net.modules() if is_vit_attention(m) or is_mha(m)}
     leaf = _attention_pruner()
     customized = {t: leaf for t in {type(m) for m in attn_modules}}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter("ignore")
         dg = tp.DependencyGraph().build_dependency(
             net, example_inputs, customized_pruners=customized or None, verbose=False)
@@ -350,6 +380,10 @@ def attention_groups(net: nn.Module, keep_discrete: Iterable[str] = ()) -> tuple
     quadrature weights and the logit scale stays that of the original ``head_dim``), of v
     (producer) and of ``proj``'s input (consumer). q/k and v/proj are two coupled pairs; they share
     one width because ``Attention`` uses one ``head_dim``.
+
+    ``nn.MultiheadAttention`` gets only ``<mha>.head_dim``: its projections have ``embed_dim`` rows, so
+    ``heads * head_dim`` must equal the embedding width; the number of heads stays and ``head_dim``
+    follows the embedding group (``ContinuousNet`` links the two widths).
     """
     keep = tuple(keep_discrete)
     groups: list[ChannelGroup] = []
@@ -369,5 +403,16 @@ def attention_groups(net: nn.Module, keep_discrete: Iterable[str] = ()) -> tuple
         heads.append(GroupMember(proj, "weight", 1, "consumer", "proj"))
         hdim.append(GroupMember(proj, "weight", 2, "consumer", "proj"))
         groups.append(ChannelGroup(f"{pre}heads", m.num_heads, m.num_heads, heads))
+        groups.append(ChannelGroup(f"{pre}head_dim", m.head_dim, m.head_dim, hdim))
+    for name, m in net.named_modules():
+        if not is_mha(m) or any(name == k or name.startswith(k + ".") for k in keep):
+            continue
+        pre = f"{name}." if name else ""
+        hdim = []
+        for sec, dim_role in (("q", "producer"), ("k", "consumer"), ("v", "producer")):
+            hdim.append(GroupMember(name, "in_proj_weight", 1, dim_role, sec))
+            if m.in_proj_bias is not None:
+                hdim.append(GroupMember(name, "in_proj_bias", 1, dim_role, sec))
+        hdim.append(GroupMember(f"{pre}out_proj", "weight", 2, "consumer", "proj"))
         groups.append(ChannelGroup(f"{pre}head_dim", m.head_dim, m.head_dim, hdim))
     return groups, []

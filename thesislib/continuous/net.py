@@ -21,6 +21,12 @@ producers; :meth:`ContinuousNet.recalibrate` re-estimates the statistics at the 
 A ``spectral_norm`` parametrisation is kept: its ``original`` weight is the control tensor, its
 power-iteration vectors ``u``/``v`` are sampled with the weight's axes and refined by power
 iteration on the sampled weight, and the exported module keeps the parametrisation.
+
+Notes. In train mode at a reduced width BatchNorm updates the running statistics of the *sampled*
+copies, which are discarded: after INN training call :meth:`ContinuousNet.recalibrate` at the
+widths you evaluate (at full width the stored statistics are updated as usual). Recalibrated
+statistics belong to one set of widths and are not part of ``state_dict``. ``state_dict`` holds the
+control points under the original names prefixed by ``net.``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from torch.nn.utils import parametrize
 
 from .attention import AttnSpec, member_view, sample_attention_axes
 from .axis import INTERPOLATIONS, QUADRATURES, AxisOp, axis_op
-from .groups import (AttrRule, ChannelGroup, GroupMember, attention_groups, find_groups, is_vit_attention)
+from .groups import (AttrRule, ChannelGroup, GroupMember, attention_groups, find_groups, is_mha, is_vit_attention)
 from .permutation import channel_distances, total_variation, tv_order
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -57,11 +63,12 @@ class _Slot:
 @dataclass
 class _AttnInfo:
     module_name: str
-    heads: str
+    heads: str | None          # None: nn.MultiheadAttention (fixed number of heads)
     head_dim: str
     num_heads: int
     head_dim_size: int
     scale: float | None
+    embed: str | None = None   # nn.MultiheadAttention: the embedding group head_dim follows
 
 
 @dataclass
@@ -115,6 +122,7 @@ class ContinuousNet(nn.Module):
         self._attn: list[_AttnInfo] = []
         self._spectral: list[_SpectralInfo] = []
         self._slots: dict[str, _Slot] = {}
+        self._view_owner: dict[tuple[str, str], _AttnInfo] = {}
         self._build_slots()
 
     # ------------------------------------------------------------------ construction
@@ -127,26 +135,41 @@ class ContinuousNet(nn.Module):
                 key = _tensor_key(net, mem.module_name, mem.param_name)
                 self._slots.setdefault(key, _Slot(key)).axes.append((mem.dim, g.name, mem.role))
         for name, m in net.named_modules():
-            if not is_vit_attention(m):
-                continue
             pre = f"{name}." if name else ""
-            heads, hdim = f"{pre}heads", f"{pre}head_dim"
-            if heads not in self._groups:
+            hdim = f"{pre}head_dim"
+            if hdim not in self._groups or not (is_vit_attention(m) or is_mha(m)):
                 continue
-            self._attn.append(_AttnInfo(name, heads, hdim, m.num_heads, m.head_dim, m.scale))
             sizes = (m.num_heads, m.head_dim)
+            if is_vit_attention(m):
+                heads = f"{pre}heads"
+                info = _AttnInfo(name, heads, hdim, m.num_heads, m.head_dim, m.scale)
+                qkv_mod, proj_mod, qkv_params = f"{pre}qkv", f"{pre}proj", (("weight", m.qkv.weight), ("bias", m.qkv.bias))
+            else:
+                heads = None
+                embed = next((g.name for g in self._groups.values() for mem in g.members
+                              if mem.module_name == name and mem.param_name == "in_proj_weight" and not mem.view), None)
+                if embed is None:
+                    raise ValueError(f"the embedding group of MultiheadAttention {name!r} is not continuous; "
+                                     f"pass keep_discrete=({name!r},) to keep the attention discrete")
+                info = _AttnInfo(name, None, hdim, m.num_heads, m.head_dim, None, embed)
+                qkv_mod, proj_mod = name, f"{pre}out_proj"
+                qkv_params = (("in_proj_weight", m.in_proj_weight), ("in_proj_bias", m.in_proj_bias))
+            self._attn.append(info)
             qkv_spec = dict(sections=3, heads=heads, head_dim=hdim, head_roles=("producer",) * 3,
-                            dim_roles=("producer", "consumer", "producer"))
-            for pname in ("weight", "bias"):
-                if getattr(m.qkv, pname, None) is None:
+                            dim_roles=("producer", "consumer", "producer"), q_rescale=heads is None)
+            for pname, tensor in qkv_params:
+                if tensor is None:
                     continue
-                slot = self._slots.setdefault(_tensor_key(net, f"{pre}qkv", pname), _Slot(_tensor_key(net, f"{pre}qkv", pname)))
+                key = _tensor_key(net, qkv_mod, pname)
+                slot = self._slots.setdefault(key, _Slot(key))
                 slot.attn, slot.attn_sizes = AttnSpec(dim=0, **qkv_spec), sizes
-            key = _tensor_key(net, f"{pre}proj", "weight")
+                self._view_owner[(qkv_mod, pname)] = info
+            key = _tensor_key(net, proj_mod, "weight")
             slot = self._slots.setdefault(key, _Slot(key))
             slot.attn = AttnSpec(dim=1, sections=1, heads=heads, head_dim=hdim, head_roles=("consumer",),
                                  dim_roles=("consumer",))
             slot.attn_sizes = sizes
+            self._view_owner[(proj_mod, "weight")] = info
         # spectral norm: sample u with the weight's ``dim`` axis and v with the other axes
         for name, m in net.named_modules():
             if not parametrize.is_parametrized(m, "weight"):
@@ -190,8 +213,7 @@ class ContinuousNet(nn.Module):
     def _member_tensor(self, member: GroupMember) -> torch.Tensor:
         t = _get(self.net, _tensor_key(self.net, member.module_name, member.param_name))
         if member.view:
-            attn_name = member.module_name.rpartition(".")[0]
-            info = next(a for a in self._attn if a.module_name == attn_name)
+            info = self._view_owner[(member.module_name, member.param_name)]
             return member_view(t, member.view, info.num_heads, info.head_dim_size)
         return t
 
@@ -204,6 +226,18 @@ class ContinuousNet(nn.Module):
     def _eval_widths(self) -> dict[str, int]:
         return {n: g.width for n, g in self._groups.items()}
 
+    def _link(self, widths: dict[str, int]) -> dict[str, int]:
+        """nn.MultiheadAttention: round its embedding width to a multiple of ``num_heads`` (at least
+        ``num_heads``) and set its ``head_dim`` group to ``embedding width / num_heads``."""
+        for a in self._attn:
+            if a.embed is None:
+                continue
+            h = a.num_heads
+            e = max(h, h * int(round(widths[a.embed] / h)))
+            widths[a.embed] = e
+            widths[a.head_dim] = e // h
+        return widths
+
     def _draw_widths(self) -> dict[str, int]:
         widths = {}
         for n, g in self._groups.items():
@@ -211,7 +245,7 @@ class ContinuousNet(nn.Module):
             if m < 1:
                 raise ValueError(f"the width distribution returned {m} for group {n!r}; widths must be >= 1")
             widths[n] = m
-        return widths
+        return self._link(widths)
 
     def resample(self, ratio_or_dict: float | Mapping[str, int], antialias: bool = True) -> "ContinuousNet":
         """Set every group to ``max(1, round(ratio * size))`` samples, or the given ``{group: width}``.
@@ -221,11 +255,15 @@ class ContinuousNet(nn.Module):
         (upsampling). Returns ``self``.
         """
         if isinstance(ratio_or_dict, Mapping):
-            new = {}
+            new = self._eval_widths()
+            linked = {a.head_dim: a.embed for a in self._attn if a.embed is not None}
             for name, m in ratio_or_dict.items():
                 self._group(name)
                 if isinstance(m, bool) or not isinstance(m, int) or m < 1:
                     raise ValueError(f"width of group {name!r} must be an int >= 1, got {m!r}")
+                if name in linked:
+                    raise ValueError(f"group {name!r} follows the width of {linked[name]!r} "
+                                     f"(MultiheadAttention: heads * head_dim = embed_dim); resample that group instead")
                 new[name] = m
         else:
             r = ratio_or_dict
@@ -233,6 +271,7 @@ class ContinuousNet(nn.Module):
                 raise ValueError(f"resample ratio must be a number in (0, 1], got {r!r}; "
                                  f"or pass a dict {{group_name: width >= 1}}")
             new = {n: max(1, int(round(r * g.size))) for n, g in self._groups.items()}
+        new = self._link(new)
         for name, m in new.items():
             self._groups[name].width = m
         self._antialias = bool(antialias)
@@ -344,6 +383,9 @@ class ContinuousNet(nn.Module):
             setattr(m, r.attr, (value,) if r.kind == "tuple" else value)
         for a in self._attn:
             m = self.net.get_submodule(a.module_name) if a.module_name else self.net
+            if a.heads is None:  # nn.MultiheadAttention: embed_dim/kdim/vdim are attribute rules
+                m.head_dim = widths[a.head_dim]
+                continue
             h, d = widths[a.heads], widths[a.head_dim]
             m.num_heads, m.head_dim = h, d
             m.qkv.out_features, m.proj.in_features = 3 * h * d, h * d
@@ -485,7 +527,7 @@ def _permute(cnet: ContinuousNet, group: ChannelGroup, perm: torch.Tensor) -> No
 
 def to_continuous(net: nn.Module, example_inputs: Any, *, interpolation: str = "cubic",
                   quadrature: str = "trapezoid", permute: bool = True, keep_discrete: Iterable[str] = (),
-                  permutation_starts: int = 3, seed: int = 0) -> ContinuousNet:
+                  permutation_starts: int = 2, seed: int = 0) -> ContinuousNet:
     """Convert a trained network to a :class:`ContinuousNet` computing the same function at full width.
 
     ``example_inputs`` is one input batch (or a tuple of inputs) for tracing the channel groups.

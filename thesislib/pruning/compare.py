@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from thesislib.metrics import accuracy, count_macs, count_params
 
@@ -87,15 +88,29 @@ def fine_tune_column(net: nn.Module, methods: Sequence[str], ratio: float, examp
     return records
 
 
+def first_images(loader: DataLoader, n: int | None) -> DataLoader:
+    """A loader over the first ``n`` examples of ``loader``'s dataset (same batch size, no shuffling);
+    ``loader`` itself when ``n`` is ``None`` or covers the dataset."""
+    if n is None or n >= len(loader.dataset):
+        return loader
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return DataLoader(Subset(loader.dataset, range(n)), batch_size=loader.batch_size, shuffle=False)
+
+
 BASELINE_SETTINGS: dict[str, dict] = {
     # ratios: kept fractions; calib_batches: batches of the calibration loader for scores and BN recalibration;
-    # fine-tuning column at ratio ft_ratio: ft_steps SGD steps for ft_methods.
+    # fine-tuning column at ratio ft_ratio: ft_steps SGD steps for ft_methods; test_images: the first images
+    # of the scale's test set used in the sweep (None: all), calib_images: the first calibration images (None:
+    # all), both to fit the notebook's time budget.
     "smoke": {"ratios": (1.0, 0.5), "calib_batches": 1, "ft_ratio": 0.5, "ft_steps": 3, "ft_lr": 0.01,
-              "ft_methods": ("l1", "gmp")},
-    "cpu": {"ratios": (1.0, 0.75, 0.5, 0.375, 0.25), "calib_batches": 10, "ft_ratio": 0.5, "ft_steps": 150,
-            "ft_lr": 0.01, "ft_methods": ("l1", "taylor", "fold", "continuous", "gmp")},
+              "ft_methods": ("l1", "gmp"), "test_images": None, "calib_images": 32},
+    "cpu": {"ratios": (1.0, 0.75, 0.5, 0.375, 0.25), "calib_batches": 5, "ft_ratio": 0.5, "ft_steps": 150,
+            "ft_lr": 0.01, "ft_methods": ("l1", "fold", "continuous", "gmp"), "test_images": 2000,
+            "calib_images": None},
     "gpu": {"ratios": (1.0, 0.75, 0.5, 0.375, 0.25), "calib_batches": 20, "ft_ratio": 0.5, "ft_steps": 1000,
-            "ft_lr": 0.01, "ft_methods": ("l1", "taylor", "hessian", "obs", "fold", "ifm", "continuous", "gmp")},
+            "ft_lr": 0.01, "ft_methods": ("l1", "taylor", "hessian", "obs", "fold", "ifm", "continuous", "gmp"),
+            "test_images": None, "calib_images": None},
 }
 
 

@@ -18,6 +18,7 @@ import warnings
 from typing import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -111,12 +112,9 @@ def taylor_scores(model: nn.Module, groups: list[ChannelGroup], calib: Iterable,
     return {k: (v / count).float() for k, v in totals.items()}
 
 
-def squared_gradients(model: nn.Module, calib: Iterable, batches: int, chunk: int = 32) -> dict[str, torch.Tensor]:
-    """``E_n[g_n²]`` over every calibration *sample* ``n`` for every parameter (empirical Fisher diagonal).
-
-    Per-sample gradients come from ``torch.func.vmap(grad(...))`` on the model in eval mode, accumulated
-    over all samples of all ``batches`` (not only the last one).
-    """
+def squared_gradients_vmap(model: nn.Module, calib: Iterable, batches: int, chunk: int = 32) -> dict[str, torch.Tensor]:
+    """``E_n[g_n²]`` for every parameter with per-sample gradients from ``torch.func.vmap(grad(...))``
+    (the general, slower path of :func:`squared_gradients`)."""
     device = model_device(model)
     model.eval()
     params = {k: v.detach() for k, v in model.named_parameters()}
@@ -144,14 +142,122 @@ def squared_gradients(model: nn.Module, calib: Iterable, batches: int, chunk: in
     return {k: v / n for k, v in sums.items()}
 
 
+def _fast_supported(m: nn.Module) -> bool:
+    if isinstance(m, nn.Conv2d):
+        return m.groups == 1 and m.padding_mode == "zeros" and isinstance(m.padding, tuple)
+    return isinstance(m, (nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm))
+
+
+def _per_sample_sq(m: nn.Module, x: torch.Tensor, delta: torch.Tensor, chunk: int) -> dict[str, torch.Tensor]:
+    """Σ_n (∂ℓ_n/∂θ)² for the parameters of one layer from its input ``x`` and output gradient ``delta``
+    (samples are independent in eval mode, so ``delta[n]`` is the gradient of sample ``n``'s loss)."""
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(m, nn.Conv2d):
+        b = x.shape[0]
+        d = delta.reshape(b, delta.shape[1], -1)
+        acc = torch.zeros(m.weight.shape[0], m.weight[0].numel(), dtype=delta.dtype, device=delta.device)
+        for s in range(0, b, chunk):
+            cols = F.unfold(x[s:s + chunk], m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
+            acc += torch.bmm(d[s:s + chunk], cols.transpose(1, 2)).pow(2).sum(0)
+        out["weight"] = acc.reshape(m.weight.shape)
+        if m.bias is not None:
+            out["bias"] = d.sum(2).pow(2).sum(0)
+        return out
+    if isinstance(m, nn.Linear):
+        b = x.shape[0]
+        xs, ds = x.reshape(b, -1, x.shape[-1]), delta.reshape(b, -1, delta.shape[-1])
+        acc = torch.zeros_like(m.weight)
+        for s in range(0, b, chunk):
+            acc += torch.bmm(ds[s:s + chunk].transpose(1, 2), xs[s:s + chunk]).pow(2).sum(0)
+        out["weight"] = acc
+        if m.bias is not None:
+            out["bias"] = ds.sum(1).pow(2).sum(0)
+        return out
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        xhat = (x - m.running_mean.view(shape)) / torch.sqrt(m.running_var.view(shape) + m.eps)
+        dims = tuple(range(2, x.dim()))
+        if m.weight is not None:
+            out["weight"] = (delta * xhat).sum(dims).pow(2).sum(0) if dims else (delta * xhat).pow(2).sum(0)
+            out["bias"] = delta.sum(dims).pow(2).sum(0) if dims else delta.pow(2).sum(0)
+        return out
+    # LayerNorm over the trailing normalized_shape
+    xhat = F.layer_norm(x, m.normalized_shape, eps=m.eps)
+    b, k = x.shape[0], len(m.normalized_shape)
+    if m.weight is not None:
+        per = (delta * xhat).reshape(b, -1, *m.normalized_shape).sum(1)
+        out["weight"] = per.pow(2).sum(0)
+    if m.bias is not None:
+        out["bias"] = delta.reshape(b, -1, *m.normalized_shape).sum(1).pow(2).sum(0)
+    del k
+    return out
+
+
+def squared_gradients(model: nn.Module, calib: Iterable, batches: int, chunk: int = 16,
+                      names: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """``E_n[g_n²]`` over every calibration *sample* ``n`` (the empirical Fisher diagonal) for the parameters
+    of Conv2d / Linear / BatchNorm / LayerNorm layers, accumulated over all samples of all ``batches``.
+
+    Per-sample gradients are exact and come from one batched backward pass per batch: the layer inputs and
+    the gradients at the layer outputs are recorded and combined per sample (``g_n = δ_n X_nᵀ``), as BackPACK
+    does.  In-place activations are switched off meanwhile so that recorded outputs stay intact.  When a
+    parameter in ``names`` (default: all) belongs to another kind of layer, :func:`squared_gradients_vmap`
+    is used instead.
+    """
+    owners = {f"{mn}.{pn}" if mn else pn: m for mn, m in model.named_modules() for pn, _ in m.named_parameters(recurse=False)}
+    wanted = set(owners) if names is None else set(names)
+    if any(not _fast_supported(owners[k]) for k in wanted):
+        return squared_gradients_vmap(model, calib, batches)
+    device = model_device(model)
+    model.eval()
+    modules = {m for k, m in owners.items() if k in wanted}
+    module_names = {m: n for n, m in model.named_modules()}
+    sums: dict[str, torch.Tensor] = {}
+    saved: dict[nn.Module, torch.Tensor] = {}
+    hooks = []
+    inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m in inplace:
+        m.inplace = False
+
+    def forward_hook(module, inputs, output):
+        saved[module] = inputs[0].detach()
+
+        def grad_hook(g, module=module):
+            for pname, sq in _per_sample_sq(module, saved[module], g.detach(), chunk).items():
+                key = f"{module_names[module]}.{pname}" if module_names[module] else pname
+                sums[key] = sums.get(key, 0) + sq
+        output.register_hook(grad_hook)
+
+    for m in modules:
+        hooks.append(m.register_forward_hook(forward_hook))
+    n = 0
+    try:
+        for x, y in calib_batches(calib, batches, device):
+            model.zero_grad(set_to_none=True)
+            out = model(x)
+            task_loss(out, y, reduction="none").sum().backward()
+            n += x.shape[0]
+            saved.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+        for m in inplace:
+            m.inplace = True
+        model.zero_grad(set_to_none=True)
+    if n == 0:
+        raise ValueError("hessian: the calibration loader is empty")
+    return {k: v / n for k, v in sums.items()}
+
+
 def hessian_scores(model: nn.Module, groups: list[ChannelGroup], calib: Iterable, batches: int) -> dict[str, torch.Tensor]:
     """Optimal Brain Damage saliency (LeCun, Denker, Solla, NeurIPS 1990; group form as in Yu et al.,
     "Hessian-Aware Pruning and Optimal Neural Implant", WACV 2022):
     ``s_c = ½ Σ_{s ∈ group(c)} h_ss w_s²`` with the Hessian diagonal approximated by the empirical Fisher
     ``h_ss ≈ E_n[g_{n,s}²]`` averaged over every calibration sample (:func:`squared_gradients`).
     """
-    fisher = squared_gradients(model, calib, batches)
     names = {id(p): k for k, p in model.named_parameters()}
+    wanted = {names[id(t)] for g in groups for _, _, t, _ in _group_params(g)}
+    fisher = squared_gradients(model, calib, batches, names=wanted)
     out = {}
     for g in groups:
         s = torch.zeros(g.size, dtype=torch.float64)

@@ -16,6 +16,9 @@ torch-pruning 1.6.1 is wrong, which this module works around:
   v rows of ``qkv`` and the columns of ``proj`` removed together) and their attributes are updated;
   the softmax scale is frozen at ``1/sqrt(original head_dim)`` so that removing dimensions does not
   also rescale the logits;
+* in-place activations (``nn.ReLU(inplace=True)`` right after a convolution, as in SRCNN) replace the
+  output's ``grad_fn`` that torch-pruning's tracer maps back to the convolution, so the graph silently
+  loses those layers and finds no group at all; tracing runs with ``inplace=False`` (restored after);
 * ``torch.nn.utils.parametrizations.spectral_norm``: torch-pruning crashes on parametrised weights
   (``KeyError: attribute 'weight' already exists``).  The parametrisation is taken off (keeping the
   normalised weight ``W/σ``), the layer is pruned as a plain layer and spectral_norm is registered
@@ -72,10 +75,15 @@ class Member:
 
     def index(self, size: int, length: int, device: torch.device) -> torch.Tensor:
         """For each index along the axis (``length`` of them), its root channel; ``size`` for unmapped ones."""
-        root = torch.full((length,), size, dtype=torch.long)
-        for c, idxs in enumerate(self.local):
-            root[idxs] = c
-        return root.to(device)
+        key = (size, length, str(device))
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if key not in cache:
+            flat = [i for idxs in self.local for i in idxs]
+            owner = [c for c, idxs in enumerate(self.local) for _ in idxs]
+            root = torch.full((length,), size, dtype=torch.long)
+            root[torch.tensor(flat, dtype=torch.long)] = torch.tensor(owner, dtype=torch.long)
+            cache[key] = root.to(device)
+        return cache[key]
 
     def reduce(self, values: torch.Tensor, axis: int, size: int) -> torch.Tensor:
         """Sum ``values`` (shaped like one of this member's tensors) over everything but its channel axis,
@@ -265,9 +273,18 @@ def analyse(model: nn.Module, example_inputs, ignored_layers: Sequence[nn.Module
     spectral = strip_spectral_norm(model)
     ignored = list(default_ignored_layers(model) if ignored_layers is None else ignored_layers)
     ignored += [a.qkv for _, a in _attention_modules(model) if a.qkv not in ignored]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    # In-place activations overwrite the grad_fn torch-pruning uses to map a conv's output to its module,
+    # which silently disconnects e.g. SRCNN's conv -> ReLU(inplace) -> conv; trace without them.
+    inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m in inplace:
+        m.inplace = False
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    finally:
+        for m in inplace:
+            m.inplace = True
     names = {m: n for n, m in model.named_modules()}
     groups: list[ChannelGroup] = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Linear,) + _CONV):
