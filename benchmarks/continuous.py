@@ -109,7 +109,7 @@ def training(repeats: int = 9) -> None:
 
 
 @torch.no_grad()
-def inference(repeats: int = 21) -> None:
+def inference(repeats: int = 61) -> None:
     torch.manual_seed(0)
     net = resnet18(num_classes=10, in_channels=1, stem="small", width=0.5).eval()
     x = torch.randn(64, 1, 28, 28)

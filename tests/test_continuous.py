@@ -322,10 +322,25 @@ def test_unsupported_module_is_named_and_can_be_kept_discrete():
         assert torch.allclose(cnet(x), small(x), atol=1e-5)
 
 
-def test_grouped_convolution_that_is_not_depthwise_is_rejected():
-    net = nn.Sequential(nn.Conv2d(2, 8, 3), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 3, 1))
-    with pytest.raises(ValueError, match="grouped convolution"):
-        to_continuous(net, torch.randn(1, 2, 9, 9))
+def test_grouped_convolution_keeps_its_groups_and_transposed_grouped_is_rejected():
+    torch.manual_seed(0)
+    net = _randomize_bn(nn.Sequential(nn.Conv2d(2, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 12, 3, groups=2),
+                                      nn.ReLU(), nn.Conv2d(12, 3, 1)))
+    x = torch.randn(2, 2, 9, 9)
+    cnet = to_continuous(net, x).eval()
+    assert sorted(g.size for g in cnet.groups) == [4, 6]  # per-block control points
+    with torch.no_grad():
+        assert _max_rel(net(x), cnet(x)) <= 1e-4
+        cnet.resample(0.5)
+        small = cnet.export()
+        assert (small[3].groups, small[3].in_channels, small[3].out_channels) == (2, 4, 6)
+        assert small[0].out_channels == small[1].num_features == 4 and small[5].in_channels == 6
+        assert torch.allclose(cnet(x), small(x), atol=1e-5)
+    for m, t in cnet.group_tensors(next(g.name for g in cnet.groups if g.size == 4)):
+        assert t.shape[m.dim] == 4
+    bad = nn.Sequential(nn.Conv2d(2, 8, 3), nn.ConvTranspose2d(8, 8, 3, groups=2), nn.Conv2d(8, 3, 1))
+    with pytest.raises(ValueError, match="grouped transposed"):
+        to_continuous(bad, x)
 
 
 def test_group_tensors_are_the_permuted_control_points():
@@ -480,3 +495,39 @@ def test_capacity_delegates_to_thesislib_capacity_for_every_group():
     assert set(cap) == {g.name for g in cnet.groups}
     assert all(isinstance(v, int) and 1 <= v <= cnet._group(k).size for k, v in cap.items())
     assert all(a <= b for a, b in zip(cnet.capacity(0.5).values(), cap.values()))
+
+
+@given(heads=st.integers(1, 4), head_dim=st.integers(1, 5), dim=st.integers(2, 10), data=st.data())
+@settings(max_examples=5, deadline=None)
+def test_vit_attention_random_shapes_and_widths(heads, head_dim, dim, data):
+    from thesislib.models.vit import VisionTransformer
+
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=8, patch_size=4, in_channels=1, num_classes=3, dim=dim, depth=1,
+                            num_heads=heads, head_dim=head_dim, mlp_hidden=6).eval()
+    x = torch.randn(2, 1, 8, 8)
+    cnet = to_continuous(net, x).eval()
+    with torch.no_grad():
+        assert _max_rel(net(x), cnet(x)) <= 1e-4
+        widths = {g.name: data.draw(st.integers(1, g.size)) for g in cnet.groups}
+        cnet.resample(widths, antialias=data.draw(st.booleans()))
+        small = cnet.export()
+        attn = small.blocks[0].attn
+        assert (attn.num_heads, attn.head_dim) == (widths["blocks.0.attn.heads"], widths["blocks.0.attn.head_dim"])
+        assert torch.allclose(cnet(x), small(x), atol=1e-5)
+
+
+def test_mlp_with_batchnorm1d_and_linear_layers():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 2))
+    for _ in range(3):
+        net.train()(torch.randn(16, 5))
+    net.eval()
+    x = torch.randn(16, 5)
+    cnet = to_continuous(net, x).eval()
+    with torch.no_grad():
+        assert _max_rel(net(x), cnet(x)) <= 1e-4
+        cnet.resample({"0": 5, "3": 3})
+        small = cnet.export()
+        assert (small[0].out_features, small[1].num_features, small[3].in_features, small[5].in_features) == (5, 5, 5, 3)
+        assert torch.allclose(cnet(x), small(x), atol=1e-5)

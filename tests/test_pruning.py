@@ -252,3 +252,22 @@ def test_fast_per_sample_fisher_equals_vmap_reference(arch: str) -> None:
     assert set(fast) == names
     for k in names:
         assert torch.allclose(fast[k], ref[k], rtol=1e-4, atol=1e-6 * ref[k].abs().max().item()), k
+
+
+@pytest.mark.parametrize("method", ["l1", "hessian", "obs", "ifm", "fold"])
+@pytest.mark.parametrize("arch", ["srcnn", "edsr_pixelshuffle", "edsr_convtranspose"])
+def test_super_resolution_models_prune_and_keep_their_output(method: str, arch: str) -> None:
+    from thesislib.models import edsr, srcnn
+
+    torch.manual_seed(0)
+    if arch == "srcnn":
+        net, x, y = srcnn(width=0.25), torch.rand(8, 1, 12, 12), torch.rand(8, 1, 12, 12)
+    else:
+        net = edsr(n_blocks=2, width=0.25, upsampler=arch.split("_")[1])
+        x, y = torch.rand(8, 3, 6, 6), torch.rand(8, 3, 12, 12)
+    net.eval()
+    calib = DataLoader(TensorDataset(x, y), batch_size=4)  # image targets: MSE loss
+    small = prune(net, method, 0.5, x[:1], calib=calib, calib_batches=2)
+    full = channel_counts(net, x[:1])
+    assert len(full) >= 2 and channel_counts(small, x[:1]) == {k: max(1, round(0.5 * n)) for k, n in full.items()}
+    assert small(x[:2]).shape == y[:2].shape

@@ -148,3 +148,17 @@ def test_fine_tune_optimises_the_pruned_parameters() -> None:
     fine_tune(small, loader, steps=2, lr=0.1)
     changed = [k for k, v in small.state_dict().items() if "weight" in k and not torch.equal(before[k], v)]
     assert {"0.weight", "3.weight", "8.weight"} <= set(changed)
+
+
+def test_inplace_activation_does_not_hide_layers() -> None:
+    """torch-pruning traces SRCNN's conv -> ReLU(inplace=True) -> conv into a graph without groups."""
+    from thesislib.models import srcnn
+
+    x = torch.rand(1, 1, 12, 12)
+    net = srcnn(width=0.25).eval()
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=x)
+    assert list(dg.get_all_groups(ignored_layers=[net.conv3], root_module_types=(nn.Conv2d,))) == []
+
+    small = prune(net, "l1", 0.5, x)
+    assert (small.conv1.out_channels, small.conv2.out_channels, small.conv3.in_channels) == (8, 4, 4)
+    assert small.relu1.inplace and small(x).shape == x.shape

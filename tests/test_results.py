@@ -83,3 +83,12 @@ def test_save_figure_writes_png(results_dir):
     path = results.save_figure(fig, "demo", "smoke", "line")
     plt.close(fig)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_table_writes_csv_with_rounded_floats_and_rejects_empty(results_dir):
+    path = results.save_table([{"method": "l1", "accuracy": 0.123456}, {"method": "fold", "accuracy": 0.5}],
+                              "demo", "smoke", "table")
+    assert path == results_dir / "demo" / "smoke" / "table.csv"
+    assert path.read_text() == "method,accuracy\nl1,0.1235\nfold,0.5\n"
+    with pytest.raises(ValueError, match="no rows"):
+        results.save_table([], "demo", "smoke", "empty")

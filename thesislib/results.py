@@ -151,3 +151,23 @@ def save_figure(fig: Any, notebook: str, scale: str, name: str, dpi: int = 150) 
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def save_table(rows: list[dict[str, Any]], notebook: str, scale: str, name: str,
+               columns: list[str] | None = None) -> Path:
+    """Write ``rows`` as ``results/<notebook>/<scale>/<name>.csv`` atomically (the book's
+    ``{result-table}`` directive renders it); floats keep four significant decimals."""
+    import csv
+    import io
+
+    if not rows:
+        raise ValueError(f"table {name!r} of {notebook!r} has no rows")
+    columns = columns or list(rows[0])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([f"{row[c]:.4g}" if isinstance(row.get(c), float) else row.get(c, "") for c in columns])
+    path = figure_path(notebook, scale, name).with_suffix(".csv")
+    atomic_write_text(path, buffer.getvalue())
+    return path

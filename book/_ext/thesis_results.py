@@ -10,6 +10,9 @@ Directive ``{result-figure}`` — a ``{figure}`` whose argument ``notebook/name`
 ``results/<notebook>/<scale>/<name>.png``.
 
 The scale is ``THESISLIB_BOOK_SCALE`` (``python -m thesislib.reproduce`` sets it), default ``cpu``.
+Directive ``{result-table}`` — ``notebook/name`` renders ``results/<notebook>/<scale>/<name>.csv``
+(written by :func:`thesislib.results.save_table`).
+
 A missing file or key is a build error, so the book never shows a stale or invented number.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
+from docutils.parsers.rst.directives.tables import CSVTable
 from sphinx.directives.patches import Figure
 from sphinx.util.docutils import SphinxRole
 
@@ -91,7 +95,27 @@ class ResultFigure(Figure):
         return super().run()
 
 
+class ResultTable(CSVTable):
+    """``{result-table} notebook/name`` → a table of results/<notebook>/<scale>/<name>.csv (header row first)."""
+
+    def run(self):
+        target, _, title = self.arguments[0].partition(" ")
+        notebook, _, name = target.partition("/")
+        path = REPO_ROOT / "results" / notebook / book_scale() / f"{name}.csv"
+        if not path.exists():
+            error = self.state_machine.reporter.error(
+                f"result table {path} does not exist; run `python -m thesislib.reproduce`", line=self.lineno)
+            return [error]
+        self.options["file"] = str(path)
+        self.options.setdefault("header-rows", 1)
+        self.options.setdefault("encoding", "utf-8")
+        self.arguments = [title.strip()] if title.strip() else []  # the rest of the line is the title
+        self.state.document.settings.record_dependencies.add(str(path))
+        return super().run()
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_role("result", ResultRole())
     app.add_directive("result-figure", ResultFigure)
+    app.add_directive("result-table", ResultTable)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -49,7 +49,7 @@ class CapacitySettings:
 SETTINGS: dict[str, CapacitySettings] = {
     "smoke": CapacitySettings(eval_images=128, recal_batches=1, calib_images=32, knee_grid=4,
                               budgets=(0.5,), latency_batch=16, latency_repeats=3, tol=0.02),
-    "cpu": CapacitySettings(eval_images=1000, recal_batches=8, calib_images=64, knee_grid=16,
+    "cpu": CapacitySettings(eval_images=1000, recal_batches=5, calib_images=64, knee_grid=16,
                             budgets=(0.3, 0.5, 0.7), latency_batch=64, latency_repeats=10),
     "gpu": CapacitySettings(eval_images=10000, recal_batches=20, calib_images=1024, knee_grid=None,
                             budgets=(0.2, 0.3, 0.5, 0.7), latency_batch=256, latency_repeats=50),
@@ -145,10 +145,12 @@ def _measure(st: Setup, widths: dict[str, int], antialias: bool, model: CostMode
             "modelled_latency_fraction": model.fraction(widths), "latency_s": prof.latency}
 
 
-def allocations(st: Setup, capacity: dict[str, int]) -> dict[str, Any]:
+def allocations(st: Setup, capacity: dict[str, int], knees: dict[str, int] | None = None) -> dict[str, Any]:
     """Uniform, Nyquist (capacity-proportional) and greedy MACs/latency-aware widths per budget.
 
-    ``capacity`` is the best estimator's prediction. Each allocation is evaluated
+    ``capacity`` is the best estimator's prediction; with ``knees`` the greedy
+    latency-aware allocation is also run on the measured knees as capacities
+    (``greedy_latency_knees``: what a perfect estimator would give). Each allocation is evaluated
     with and without anti-aliasing, always after BatchNorm recalibration; latency
     is measured on the exported plain model (batch ``latency_batch``, 1 thread).
     """
@@ -173,6 +175,8 @@ def allocations(st: Setup, capacity: dict[str, int]) -> dict[str, Any]:
             "greedy_macs": allocate(cnet, budget, "macs", capacity=capacity, profile=prof),
             "greedy_latency": allocate(cnet, budget, "latency", capacity=capacity, profile=prof),
         }
+        if knees is not None:
+            schemes["greedy_latency_knees"] = allocate(cnet, budget, "latency", capacity=knees, profile=prof)
         row = {}
         for name, widths in schemes.items():
             with_aa = _measure(st, widths, True, lat_model, macs_model)
@@ -194,7 +198,7 @@ def run(scale: str, seed: int = 0, device: torch.device | str | None = None,
     table = knees(st, predicted)
     log(f"knees done ({time.perf_counter() - t0:.1f} s)")
     best = table.best or f"weights@{st.settings.energies[-1]:g}"
-    alloc = allocations(st, predicted[best])
+    alloc = allocations(st, predicted[best], table.knees)
     log(f"allocations done ({time.perf_counter() - t0:.1f} s)")
     return {
         "base_accuracy": st.base_accuracy,

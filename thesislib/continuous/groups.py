@@ -30,8 +30,11 @@ we do not trust it blindly:
   ``pos_embed``) are taken as the graph reports them: sampled along the axis it couples.
 
 Depthwise convolutions (``groups == in == out``) are per-channel operations: their weights are
-``"norm"`` members (sampled, no quadrature) and ``groups`` follows the width. Grouped convolutions
-with ``1 < groups < channels`` are rejected (their block structure is not a single continuous axis).
+``"norm"`` members (sampled, no quadrature) and ``groups`` follows the width. A grouped convolution
+with ``1 < g < channels`` groups makes the groups it touches *blocked*: their ``g * c`` channels are
+``g`` blocks of one continuous axis of ``c`` control points (the same permutation and resampling in
+every block), so the convolution keeps ``g`` groups of ``width`` channels each; its own weight's
+input axis (``c`` per group) is a plain member. Grouped transposed convolutions are rejected.
 """
 
 from __future__ import annotations
@@ -66,7 +69,10 @@ class GroupMember:
     ``"norm"`` (per-channel parameters such as BatchNorm's: sampled). ``view`` is empty for plain
     tensors; for attention it names the view of the tensor whose ``dim`` is meant: ``"q"``, ``"k"``,
     ``"v"`` (that third of ``qkv``'s rows as ``[heads, head_dim, *rest]``) or ``"proj"``
-    (``proj.weight`` as ``[out, heads, head_dim]``).
+    (``proj.weight`` as ``[out, heads, head_dim]``). ``blocks > 1`` (groups touching a grouped
+    convolution with that many groups): the tensor's axis holds ``blocks`` consecutive copies of the
+    group's axis (``[blocks, size]``), each resampled alike; :meth:`ContinuousNet.group_tensors`
+    returns such a tensor with that axis as ``[size, blocks]`` so ``dim`` still indexes channels.
     """
 
     module_name: str
@@ -74,6 +80,7 @@ class GroupMember:
     dim: int
     role: str
     view: str = ""
+    blocks: int = 1
 
     @property
     def path(self) -> str:
@@ -99,6 +106,7 @@ class AttrRule:
     attr: str
     group: str
     kind: str = "int"
+    factor: int = 1
 
 
 def is_vit_attention(module: nn.Module) -> bool:
@@ -151,12 +159,13 @@ def check_supported(net: nn.Module, keep_discrete: Iterable[str] = ()) -> None:
             continue
         ok = False
         if isinstance(m, _CONV + _CONVT):
-            ok = m.groups == 1 or (_is_depthwise(m) and not isinstance(m, _CONVT))
+            ok = m.groups == 1 or not isinstance(m, _CONVT) and (
+                _is_depthwise(m) or m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0)
             if not ok:
                 raise ValueError(
-                    f"module {name!r} ({type(m).__name__}, groups={m.groups}) is a grouped convolution that is not "
-                    f"depthwise; only groups=1 and depthwise (groups == in_channels == out_channels) convolutions "
-                    f"can be continuous. Pass keep_discrete=({name!r},) to keep it discrete.")
+                    f"module {name!r} ({type(m).__name__}, groups={m.groups}) is a grouped transposed convolution "
+                    f"(or a grouped convolution with a depth multiplier); only groups=1, grouped Conv and depthwise "
+                    f"convolutions can be continuous. Pass keep_discrete=({name!r},) to keep it discrete.")
         elif isinstance(m, nn.LayerNorm):
             ok = len(m.normalized_shape) == 1
         elif isinstance(m, (nn.Linear,) + _BN):
@@ -347,19 +356,36 @@ def find_groups(net: nn.Module, example_inputs: Any, keep_discrete: Iterable[str
                 r.group = gname
                 if r not in grules:
                     grules.append(r)
+        blocks = 1
+        if not reason:
+            grouped = {names.get(dep.target.module): dep.target.module.groups for dep, _ in g
+                       if isinstance(dep.target.module, _CONV) and dep.target.module.groups > 1
+                       and not _is_depthwise(dep.target.module)}
+            if len(set(grouped.values())) > 1:
+                reason = f"grouped convolutions with different numbers of groups share it: {grouped}"
+            elif grouped:
+                blocks = next(iter(grouped.values()))
+                if n % blocks:
+                    reason = f"{n} channels do not split into {blocks} groups"
+                else:
+                    members = [m if (m.module_name in grouped and m.param_name == "weight" and m.role == "consumer")
+                               else GroupMember(m.module_name, m.param_name, m.dim, m.role, m.view, blocks)
+                               for m in members]
+                    grules = [AttrRule(r.module_name, r.attr, r.group, r.kind, blocks) for r in grules]
+        size = n // blocks
         if not reason:
             if not any(m.role == "consumer" for m in members):
                 reason = "no layer sums over its channels (no consumer)"
             else:
                 for m in members:
                     t = _get_tensor(net, m)
-                    if t is None or t.shape[m.dim] != n:
-                        reason = f"{m.path} has {None if t is None else t.shape[m.dim]} channels, not {n}"
+                    if t is None or t.shape[m.dim] != m.blocks * size:
+                        reason = f"{m.path} has {None if t is None else t.shape[m.dim]} channels, not {m.blocks * size}"
                         break
         if reason:
             discrete[gname] = reason
             continue
-        groups.append(ChannelGroup(gname, n, n, members))
+        groups.append(ChannelGroup(gname, size, size, members))
         rules += grules
     return GroupSearch(groups, rules, discrete)
 

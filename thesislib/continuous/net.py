@@ -54,7 +54,7 @@ class _Slot:
     """One tensor of the original network that is sampled: its key and its continuous axes."""
 
     key: str
-    axes: list[tuple[int, str, str]] = field(default_factory=list)  # (dim, group, role)
+    axes: list[tuple[int, str, str, int]] = field(default_factory=list)  # (dim, group, role, blocks)
     attn: AttnSpec | None = None
     attn_sizes: tuple[int, int] = (0, 0)
     sn_v_shape: tuple[int, ...] | None = None  # spectral norm ``_v``: the weight shape without its ``dim``
@@ -133,7 +133,7 @@ class ContinuousNet(nn.Module):
                 if mem.view:
                     continue
                 key = _tensor_key(net, mem.module_name, mem.param_name)
-                self._slots.setdefault(key, _Slot(key)).axes.append((mem.dim, g.name, mem.role))
+                self._slots.setdefault(key, _Slot(key)).axes.append((mem.dim, g.name, mem.role, mem.blocks))
         for name, m in net.named_modules():
             pre = f"{name}." if name else ""
             hdim = f"{pre}head_dim"
@@ -188,16 +188,19 @@ class ContinuousNet(nn.Module):
                                  f"{pre}parametrizations.weight.0._v", sn_mod.dim, sn_mod.eps)
             self._spectral.append(info)
             wslot = self._slots[wkey]
+            if any(blocks > 1 for *_, blocks in wslot.axes):
+                raise ValueError(f"spectral_norm on {name!r}, whose channels belong to a grouped-convolution group, "
+                                 f"is not supported; pass keep_discrete=({name!r},) to keep it discrete")
             w = _get(net, wkey)
             other = [d for d in range(w.dim()) if d != sn_mod.dim]
             uslot = self._slots.setdefault(info.u_key, _Slot(info.u_key))
             vslot = self._slots.setdefault(info.v_key, _Slot(info.v_key))
             vslot.sn_v_shape = tuple(w.shape[d] for d in other)
-            for dim, gname, _role in wslot.axes:
+            for dim, gname, _role, blocks in wslot.axes:
                 if dim == sn_mod.dim:
-                    uslot.axes.append((0, gname, "norm"))
+                    uslot.axes.append((0, gname, "norm", blocks))
                 else:
-                    vslot.axes.append((other.index(dim), gname, "norm"))
+                    vslot.axes.append((other.index(dim), gname, "norm", blocks))
 
     # ------------------------------------------------------------------ groups
     @property
@@ -215,6 +218,9 @@ class ContinuousNet(nn.Module):
         if member.view:
             info = self._view_owner[(member.module_name, member.param_name)]
             return member_view(t, member.view, info.num_heads, info.head_dim_size)
+        if member.blocks > 1:
+            size = t.shape[member.dim] // member.blocks
+            return t.unflatten(member.dim, (member.blocks, size)).transpose(member.dim, member.dim + 1)
         return t
 
     def group_tensors(self, name: str) -> list[tuple[GroupMember, torch.Tensor]]:
@@ -323,11 +329,15 @@ class ContinuousNet(nn.Module):
             changed = False
             if slot.sn_v_shape is not None:
                 t = t.reshape(slot.sn_v_shape)
-            for dim, g, role in slot.axes:
+            for dim, g, role, blocks in slot.axes:
                 op = ops[g][role]
-                if not op.identity:
+                if op.identity:
+                    continue
+                if blocks > 1:
+                    t = op.apply(t.unflatten(dim, (blocks, op.n)), dim + 1).flatten(dim, dim + 1)
+                else:
                     t = op.apply(t, dim)
-                    changed = True
+                changed = True
             if slot.attn is not None:
                 t_in = t
                 t = sample_attention_axes(t, slot.attn, slot.attn_sizes, ops)
@@ -379,7 +389,7 @@ class ContinuousNet(nn.Module):
             return
         for r in self._rules:
             m = self.net.get_submodule(r.module_name) if r.module_name else self.net
-            value = widths[r.group]
+            value = widths[r.group] * r.factor
             setattr(m, r.attr, (value,) if r.kind == "tuple" else value)
         for a in self._attn:
             m = self.net.get_submodule(a.module_name) if a.module_name else self.net
@@ -511,7 +521,7 @@ def _permute(cnet: ContinuousNet, group: ChannelGroup, perm: torch.Tensor) -> No
         done.add((m.module_name, m.param_name))
     for info in cnet._spectral:
         wslot = cnet._slots[info.weight_key]
-        for dim, gname, _ in wslot.axes:
+        for dim, gname, _, blocks in wslot.axes:
             if gname != group.name:
                 continue
             if dim == info.dim:
