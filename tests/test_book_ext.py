@@ -18,6 +18,15 @@ def test_lookup_follows_dicts_and_list_indices():
         ext.lookup(record, "results.missing")
     with pytest.raises(IndexError):
         ext.lookup(record, "results.curve.5")
+    with pytest.raises(KeyError, match="is a value"):
+        ext.lookup(record, "results.curve.0.acc.deeper")
+
+
+def test_lookup_accepts_keys_with_dots():
+    record = {"budgets": {"0.5": {"uniform": 0.25}, "0": {"x": 1}}, "spearman": {"output@0.9": 0.87}}
+    assert ext.lookup(record, "budgets.0.5.uniform") == 0.25
+    assert ext.lookup(record, "budgets.0.x") == 1
+    assert ext.lookup(record, "spearman.output@0.9") == 0.87
 
 
 @pytest.mark.parametrize("value, fmt, text", [

@@ -93,3 +93,22 @@ def test_estimators_and_cnet_capacity_on_a_small_cnn():
         group_capacity(cnet, name, method="spectral")
     with pytest.raises(ValueError, match="calib"):
         group_capacity(cnet, name, method="output")
+
+
+def test_sobolev_finetune_band_limits_the_weights():
+    from thesislib.capacity.smoothing import smooth_finetune, sobolev_penalty
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 4))
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 4, (64,))
+    cnet = to_continuous(net, x[:8])
+    before = capacities(cnet, 0.9)
+    p0 = float(sobolev_penalty(cnet).detach())
+    history = smooth_finetune(cnet, [(x, y)], steps=40, penalty=5.0, lr=0.05)
+    assert len(history) == 40 and history[-1] < 0.5 * p0
+    after = capacities(cnet, 0.9)
+    assert all(after[g] <= before[g] for g in before) and sum(after.values()) < sum(before.values())
+    with pytest.raises(ValueError, match="steps"):
+        smooth_finetune(cnet, [(x, y)], steps=0)

@@ -37,14 +37,24 @@ def book_scale() -> str:
 
 
 def lookup(record: Any, dotted: str) -> Any:
-    value = record
-    for part in dotted.split("."):
+    """Follow ``dotted`` through dicts and lists; a dict key may itself hold dots (``budgets.0.5``),
+    the longest key that matches wins."""
+    parts = dotted.split(".")
+    value, i = record, 0
+    while i < len(parts):
         if isinstance(value, list):
-            value = value[int(part)]
-        elif isinstance(value, dict) and part in value:
-            value = value[part]
-        else:
-            raise KeyError(f"no key {part!r} on the way to {dotted!r}")
+            value, i = value[int(parts[i])], i + 1
+            continue
+        if isinstance(value, dict):
+            for j in range(len(parts), i, -1):
+                key = ".".join(parts[i:j])
+                if key in value:
+                    value, i = value[key], j
+                    break
+            else:
+                raise KeyError(f"no key {parts[i]!r} on the way to {dotted!r}")
+            continue
+        raise KeyError(f"{'.'.join(parts[:i])!r} is a value, not a mapping, on the way to {dotted!r}")
     return value
 
 

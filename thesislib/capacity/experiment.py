@@ -42,13 +42,16 @@ class CapacitySettings:
     budgets: tuple[float, ...]
     latency_batch: int
     latency_repeats: int
+    smooth_steps: int = 60    # Sobolev fine-tuning steps of the band-limited-by-training estimator
+    smooth_penalty: float = 5.0
     tol: float = 0.01
     energies: tuple[float, ...] = (0.5, 0.7, 0.9, 0.99)
 
 
 SETTINGS: dict[str, CapacitySettings] = {
-    "smoke": CapacitySettings(eval_images=128, recal_batches=1, calib_images=32, knee_grid=4,
-                              budgets=(0.5,), latency_batch=16, latency_repeats=3, tol=0.02),
+    "smoke": CapacitySettings(eval_images=128, recal_batches=1, calib_images=16, knee_grid=4,
+                              budgets=(0.5,), latency_batch=16, latency_repeats=3, tol=0.02, smooth_steps=3,
+                              energies=(0.9, 0.99)),
     "cpu": CapacitySettings(eval_images=1000, recal_batches=5, calib_images=64, knee_grid=16,
                             budgets=(0.3, 0.5, 0.7), latency_batch=64, latency_repeats=10),
     "gpu": CapacitySettings(eval_images=10000, recal_batches=20, calib_images=1024, knee_grid=None,
@@ -62,6 +65,7 @@ class Setup:
 
     cnet: Any
     calib: DataLoader
+    train: DataLoader
     calib_x: torch.Tensor     # the estimators' calibration images
     evaluate: Callable[[Any], float]
     recalibrate: Callable[[Any], None]
@@ -103,7 +107,7 @@ def setup(scale: str, seed: int = 0, device: torch.device | str | None = None) -
     def recalibrate(net: Any) -> None:
         net.recalibrate(loaders.calib, batches=s.recal_batches)
 
-    return Setup(cnet, loaders.calib, calib_x, evaluate, recalibrate, example, s, base, device)
+    return Setup(cnet, loaders.calib, loaders.train, calib_x, evaluate, recalibrate, example, s, base, device)
 
 
 def spectra(st: Setup) -> dict[str, dict[str, list[float]]]:
@@ -128,6 +132,27 @@ def knees(st: Setup, predicted: dict[str, dict[str, int]]) -> KneeTable:
     s = st.settings
     return knee_table(st.cnet, st.evaluate, predicted, tol=s.tol, antialias=True,
                       recalibrate=st.recalibrate, grid=s.knee_grid)
+
+
+def smoothed(st: Setup) -> dict[str, Any]:
+    """The band-limited-by-training estimator: Sobolev fine-tuning, then weight spectra and new knees.
+
+    Runs on ``st.cnet`` and restores it afterwards; the knees are those of the
+    fine-tuned model (its own full-width accuracy is the reference).
+    """
+    from thesislib.capacity.smoothing import smooth_finetune
+
+    s = st.settings
+    with preserved_state(st.cnet):
+        history = smooth_finetune(st.cnet, st.train, s.smooth_steps, penalty=s.smooth_penalty, lr=0.01,
+                                  device=st.device)
+        st.cnet.eval()
+        accuracy = st.evaluate(st.cnet)
+        predicted = {f"smoothed_weights@{e:g}": widths
+                     for e, widths in capacities_at(st.cnet, s.energies, "weights").items()}
+        table = knee_table(st.cnet, st.evaluate, predicted, tol=s.tol, antialias=True,
+                           recalibrate=st.recalibrate, grid=s.knee_grid)
+    return {"accuracy": accuracy, "penalty_first": history[0], "penalty_last": history[-1], "table": table}
 
 
 def _measure(st: Setup, widths: dict[str, int], antialias: bool, model: CostModel,
@@ -197,6 +222,9 @@ def run(scale: str, seed: int = 0, device: torch.device | str | None = None,
     log(f"estimators done ({time.perf_counter() - t0:.1f} s)")
     table = knees(st, predicted)
     log(f"knees done ({time.perf_counter() - t0:.1f} s)")
+    smooth = smoothed(st)
+    smooth_table = smooth.pop("table")
+    log(f"band-limited-by-training estimator done ({time.perf_counter() - t0:.1f} s)")
     best = table.best or f"weights@{st.settings.energies[-1]:g}"
     alloc = allocations(st, predicted[best], table.knees)
     log(f"allocations done ({time.perf_counter() - t0:.1f} s)")
@@ -212,5 +240,9 @@ def run(scale: str, seed: int = 0, device: torch.device | str | None = None,
         "allocations": alloc,
         "spectra": spec,
         "table": table,
+        "smoothed": {**smooth, "predicted": smooth_table.predicted, "knees": smooth_table.knees,
+                     "spearman": smooth_table.spearman, "spearman_ratio": smooth_table.spearman_ratio,
+                     "mean_relative_error": smooth_table.mean_relative_error},
+        "smoothed_table": smooth_table,
         "settings": st.settings.__dict__,
     }
