@@ -73,6 +73,7 @@ def test_estimators_and_cnet_capacity_on_a_small_cnn():
     # widths are untouched by the estimators
     assert all(g.width == g.size for g in cnet.groups)
 
+    @torch.no_grad()
     def evaluate(model):
         return -float((model(x) - net(x)).pow(2).mean())
 

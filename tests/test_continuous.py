@@ -531,3 +531,21 @@ def test_mlp_with_batchnorm1d_and_linear_layers():
         small = cnet.export()
         assert (small[0].out_features, small[1].num_features, small[3].in_features, small[5].in_features) == (5, 5, 5, 3)
         assert torch.allclose(cnet(x), small(x), atol=1e-5)
+
+
+def test_dct_interpolation_is_exact_on_band_limited_functions():
+    n, m = 24, 10
+    t_n, t_m = (np.arange(n) + 0.5) / n, (np.arange(m) + 0.5) / m
+    coef = np.random.default_rng(0).normal(size=6)
+    f = lambda t: sum(c * np.cos(np.pi * k * t) for k, c in enumerate(coef))  # noqa: E731
+    a = interpolation_matrix(n, m, "dct")
+    assert np.allclose(a @ f(t_n), f(t_m))
+    assert np.allclose(interpolation_matrix(n, n, "dct"), np.eye(n))
+    assert np.allclose(axis_op(n, m, "consumer", "dct").matrix().sum(1), a.sum(1) * n / m)
+    net = _randomize_bn(TinyResCNN(8, 6))
+    x = torch.randn(2, 2, 5, 5)
+    cnet = to_continuous(net, x, interpolation="dct").eval()
+    with torch.no_grad():
+        assert _max_rel(net(x), cnet(x)) <= 1e-4
+        cnet.resample(0.5)
+        assert torch.allclose(cnet(x), cnet.export()(x), atol=1e-5)

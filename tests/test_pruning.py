@@ -271,3 +271,15 @@ def test_super_resolution_models_prune_and_keep_their_output(method: str, arch: 
     full = channel_counts(net, x[:1])
     assert len(full) >= 2 and channel_counts(small, x[:1]) == {k: max(1, round(0.5 * n)) for k, n in full.items()}
     assert small(x[:2]).shape == y[:2].shape
+
+
+@pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "padding": 1}, {"kernel_size": 3, "stride": 2, "padding": 1},
+                                    {"kernel_size": 1, "stride": 2}, {"kernel_size": 5, "padding": 2, "dilation": 2}])
+def test_obs_patches_equal_unfold(kwargs: dict) -> None:
+    from thesislib.pruning.obs import _patches
+
+    conv = nn.Conv2d(3, 4, **kwargs)
+    x = torch.randn(2, 3, 9, 9)
+    cols = nn.functional.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+    ref = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    assert torch.equal(_patches(conv, x, torch.arange(ref.shape[0])), ref)

@@ -7,7 +7,11 @@
 * :mod:`~thesislib.capacity.knee` — measured knees (bisection over one group's width)
   and the predicted-vs-knee table with Spearman correlation;
 * :mod:`~thesislib.capacity.profiling` — per-layer MACs and measured latency;
-* :mod:`~thesislib.capacity.allocation` — widths under a MACs or latency budget.
+* :mod:`~thesislib.capacity.smoothing` — band-limited by training: Sobolev fine-tuning
+  of the channel functions, after which the weight spectrum is read again;
+* :mod:`~thesislib.capacity.allocation` — widths under a MACs or latency budget;
+* :mod:`~thesislib.capacity.experiment` — the notebook's experiment (estimators vs knees,
+  allocations at equal cost).
 """
 
 from thesislib.capacity.allocation import CostModel, allocate, proportional_widths, uniform_widths
@@ -15,6 +19,7 @@ from thesislib.capacity.estimators import (METHODS, capacities, capacities_at, f
                                            output_error, weight_spectrum)
 from thesislib.capacity.knee import KneeTable, compare, knee_table, knee_width
 from thesislib.capacity.profiling import LayerProfile, Profile, profile
+from thesislib.capacity.smoothing import smooth_finetune, sobolev_penalty
 from thesislib.capacity.spectrum import band_limited, combined_spectrum, nyquist_from_spectrum, nyquist_width, spectrum
 
 __all__ = [
@@ -23,4 +28,5 @@ __all__ = [
     "knee_width", "knee_table", "compare", "KneeTable",
     "profile", "Profile", "LayerProfile",
     "allocate", "uniform_widths", "proportional_widths", "CostModel",
+    "smooth_finetune", "sobolev_penalty",
 ]

@@ -33,6 +33,13 @@ channels uses the samples at ``y_i = i / (m - 1)`` (``y_0 = 1/2`` when ``m = 1``
   matrix ``D``) and the result is sampled with ``A``: the operator is ``A L`` (``L = I`` at ``m = n``).
   Naive resampling uses ``A`` alone.
 
+``interpolation="dct"`` is the purely spectral alternative: control points and samples sit on the
+midpoint grids ``(j + 1/2) / n`` and ``(i + 1/2) / m`` of the DCT-II, the control points are read
+as the cosine series ``f(t) = sum_{k<n} c_k cos(pi k t)`` and the samples are that series truncated
+to ``k < m`` -- ``A = sqrt(m / n) D_m[:m]^T D_n[:m]`` (anti-aliased by construction, ``A = I`` at
+``m = n``); on the midpoint grid the discrete sum is ``n`` times the midpoint rule (order 2), so
+consumers are scaled by ``n / m`` whatever ``quadrature`` says.
+
 Every operator is a fixed ``m x n`` matrix computed once: banded ones are applied by one gather and
 a weighted sum (cost ``O(taps * m * rest)``), dense ones (anti-aliased) by a matrix product.
 """
@@ -46,7 +53,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-INTERPOLATIONS = ("cubic", "linear")
+INTERPOLATIONS = ("cubic", "linear", "dct")
 QUADRATURES = ("trapezoid", "simpson", "rectangle")
 ROLES = ("producer", "consumer", "norm")
 
@@ -116,8 +123,8 @@ def banded_interpolation(n: int, m: int, kind: str = "cubic") -> tuple[np.ndarra
     ``A_ij = sum_t coef[i, t] [idx[i, t] == j]``; the sample ``y_i`` sits at control index
     ``s_i = y_i (n - 1)``; taps outside ``[0, n - 1]`` are clamped to the border (replication).
     """
-    if kind not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {kind!r}; valid kinds: {', '.join(INTERPOLATIONS)}")
+    if kind not in INTERPOLATIONS or kind == "dct":
+        raise ValueError(f"no banded form for interpolation {kind!r}; banded kinds: cubic, linear")
     _check_sizes(n, m)
     s = sample_grid(m) * (n - 1)
     base = np.floor(s)
@@ -135,6 +142,10 @@ def banded_interpolation(n: int, m: int, kind: str = "cubic") -> tuple[np.ndarra
 
 def interpolation_matrix(n: int, m: int, kind: str = "cubic") -> np.ndarray:
     """Dense ``m x n`` interpolation matrix ``A`` from control points to samples (``A = I`` at ``m = n``)."""
+    if kind == "dct":
+        _check_sizes(n, m)
+        k = min(m, n)
+        return math.sqrt(m / n) * dct_matrix(m)[:k].T @ dct_matrix(n)[:k]
     idx, coef = banded_interpolation(n, m, kind)
     a = np.zeros((m, n))
     np.add.at(a, (np.repeat(np.arange(m), idx.shape[1]), idx.ravel()), coef.ravel())
@@ -246,6 +257,10 @@ def axis_op(n: int, m: int, role: str = "producer", kind: str = "cubic", rule: s
     _check_sizes(n, m)
     if m == n:
         return AxisOp(n, m, identity=True)
+    if kind == "dct":
+        scale = np.full(m, n / m) if role == "consumer" else np.ones(m)
+        mat = scale[:, None] * interpolation_matrix(n, m, "dct")
+        return AxisOp(n, m, identity=False, dense=torch.tensor(mat, dtype=torch.float32))
     scale = consumer_weights(n, m, rule) if role == "consumer" else np.ones(m)
     if antialias and m < n:
         mat = scale[:, None] * (interpolation_matrix(n, m, kind) @ lowpass_matrix(n, m))

@@ -30,7 +30,8 @@ we do not trust it blindly:
   ``pos_embed``) are taken as the graph reports them: sampled along the axis it couples.
 
 Depthwise convolutions (``groups == in == out``) are per-channel operations: their weights are
-``"norm"`` members (sampled, no quadrature) and ``groups`` follows the width. A grouped convolution
+``"producer"`` members of the group of their input (sampled, no quadrature: nothing is summed over
+channels) and ``groups`` follows the width. A grouped convolution
 with ``1 < g < channels`` groups makes the groups it touches *blocked*: their ``g * c`` channels are
 ``g`` blocks of one continuous axis of ``c`` control points (the same permutation and resampling in
 every block), so the convolution keeps ``g`` groups of ``width`` channels each; its own weight's
@@ -222,9 +223,9 @@ def _members_of(module: Any, name: str, is_out: bool, n: int, attn_modules: set)
             rules.append(AttrRule(name, "in_channels", ""))
     elif isinstance(module, _CONV):
         if _is_depthwise(module):
-            members.append(GroupMember(name, "weight", 0, "norm"))
+            members.append(GroupMember(name, "weight", 0, "producer"))
             if module.bias is not None:
-                members.append(GroupMember(name, "bias", 0, "norm"))
+                members.append(GroupMember(name, "bias", 0, "producer"))
             rules += [AttrRule(name, a, "") for a in ("in_channels", "out_channels", "groups")]
         elif is_out:
             members.append(GroupMember(name, "weight", 0, "producer"))

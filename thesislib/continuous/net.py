@@ -499,10 +499,11 @@ class ContinuousNet(nn.Module):
 
         return {name: group_capacity(self, name, energy, method) for name in self._groups}
 
-    def total_variation(self, name: str) -> float:
-        """Total variation of a group's tensors in the current order (the quantity :func:`to_continuous` minimises)."""
+    def total_variation(self, name: str, roles: tuple[str, ...] = ("producer", "consumer")) -> float:
+        """Total variation of a group's tensors with these roles in the current order (what
+        :func:`to_continuous` minimises with its default ``permute_roles``)."""
         g = self._group(name)
-        d = channel_distances([(t, m.dim) for m, t in self.group_tensors(name)])
+        d = channel_distances([(t, m.dim) for m, t in self.group_tensors(name) if m.role in roles])
         return total_variation(d, range(g.size))
 
     def extra_repr(self) -> str:
@@ -537,14 +538,19 @@ def _permute(cnet: ContinuousNet, group: ChannelGroup, perm: torch.Tensor) -> No
 
 def to_continuous(net: nn.Module, example_inputs: Any, *, interpolation: str = "cubic",
                   quadrature: str = "trapezoid", permute: bool = True, keep_discrete: Iterable[str] = (),
-                  permutation_starts: int = 2, seed: int = 0) -> ContinuousNet:
+                  permute_roles: tuple[str, ...] = ("producer", "consumer"), permutation_starts: int = 2,
+                  seed: int = 0) -> ContinuousNet:
     """Convert a trained network to a :class:`ContinuousNet` computing the same function at full width.
 
     ``example_inputs`` is one input batch (or a tuple of inputs) for tracing the channel groups.
     ``net`` itself is not modified (a deep copy is converted). ``keep_discrete`` names modules (and
     their submodules) whose channel groups stay discrete, e.g. unsupported layer types. With
-    ``permute=True`` each group's channels are reordered to minimise the total variation of all its
-    tensors (:func:`.permutation.tv_order`, ``permutation_starts`` greedy starts).
+    ``permute=True`` each group's channels are reordered to minimise the total variation of its
+    tensors with the roles in ``permute_roles`` (:func:`.permutation.tv_order`, ``permutation_starts``
+    greedy starts); all member tensors are reordered alike. The default -- the producer and consumer
+    weights, not the per-channel BatchNorm/LayerNorm parameters and statistics -- measured best:
+    on a Fashion-MNIST 4-conv BatchNorm CNN resampled to half width (DCT, recalibrated) 78 % with
+    producers + consumers, 71 % producers only, 62 % when BatchNorm members are included too.
     """
     net = copy.deepcopy(net)
     keep = tuple(keep_discrete)
@@ -555,7 +561,10 @@ def to_continuous(net: nn.Module, example_inputs: Any, *, interpolation: str = "
         for g in cnet.groups:
             if g.size <= 2:
                 continue
-            d = channel_distances([(t, m.dim) for m, t in cnet.group_tensors(g.name)])
+            tensors = [(t, m.dim) for m, t in cnet.group_tensors(g.name) if m.role in permute_roles]
+            if not tensors:
+                tensors = [(t, m.dim) for m, t in cnet.group_tensors(g.name)]
+            d = channel_distances(tensors)
             order = tv_order(d, starts=permutation_starts, seed=seed)
             _permute(cnet, g, torch.as_tensor(order, dtype=torch.long))
     cnet.train(net.training)

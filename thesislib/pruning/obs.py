@@ -34,18 +34,36 @@ def _supported(m: Member) -> bool:
                                           and mod.padding_mode == "zeros")
 
 
+def _patches(module: nn.Conv2d, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Input patches ``[len(rows), C·kh·kw]`` (the columns of ``unfold``) at flat (sample, position) ``rows``."""
+    kh, kw = module.kernel_size
+    (sh, sw), (dh, dw), (ph, pw) = module.stride, module.dilation, module.padding
+    xp = F.pad(x, (pw, pw, ph, ph))
+    ho = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    n, pos = rows // (ho * wo), rows % (ho * wo)
+    oy, ox = pos // wo, pos % wo
+    yy = oy[:, None, None] * sh + torch.arange(kh, device=x.device)[None, :, None] * dh
+    xx = ox[:, None, None] * sw + torch.arange(kw, device=x.device)[None, None, :] * dw
+    patch = xp[n[:, None, None], :, yy, xx]  # [rows, kh, kw, C]
+    return patch.permute(0, 3, 1, 2).reshape(rows.shape[0], -1)
+
+
 def _rows(module: nn.Module, x: torch.Tensor, max_rows: int, gen: torch.Generator) -> torch.Tensor:
     """The consumer's input as rows of its ``[out, d]`` weight matrix's input space: at most ``max_rows``
     per batch, a seeded random subset of the (sample, position) rows of a convolution."""
     if isinstance(module, nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
-    else:
-        cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
-        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    if rows.shape[0] > max_rows:
-        pick = torch.randperm(rows.shape[0], generator=gen)[:max_rows].to(rows.device)
-        rows = rows[pick]
-    return rows
+        if rows.shape[0] > max_rows:
+            rows = rows[torch.randperm(rows.shape[0], generator=gen)[:max_rows].to(rows.device)]
+        return rows
+    kh, kw = module.kernel_size
+    (sh, sw), (dh, dw), (ph, pw) = module.stride, module.dilation, module.padding
+    ho = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    total = x.shape[0] * ho * wo
+    pick = torch.randperm(total, generator=gen)[:max_rows] if total > max_rows else torch.arange(total)
+    return _patches(module, x, pick.to(x.device))
 
 
 @torch.no_grad()
@@ -116,9 +134,9 @@ def obs_plan(group: ChannelGroup, hessians: dict[nn.Module, torch.Tensor], count
         for m, W, Hinv, blocks in state:
             Q = blocks[eligible.to(blocks.device)]  # [n, q]
             Hqq = Hinv[Q[:, :, None], Q[:, None, :]]  # [n, q, q]
-            Wq = W[:, Q].permute(1, 2, 0)  # [n, q, out]
-            sol = torch.linalg.solve(Hqq, Wq)
-            cost += (Wq * sol).sum((1, 2)).cpu()
+            Wq = W[:, Q]  # [out, n, q]
+            gram = torch.einsum("onq,onp->nqp", Wq, Wq)  # Σ_rows w_Qᵀ w_Q
+            cost += (torch.linalg.inv(Hqq) * gram).sum((1, 2)).cpu()  # Σ_rows w_Q (H⁻¹_QQ)⁻¹ w_Qᵀ
         c = int(eligible[int(torch.argmin(cost))])
         for i, (m, W, Hinv, blocks) in enumerate(state):
             Q = blocks[c]
