@@ -447,6 +447,7 @@ def test_thesislib_models():
     torch.manual_seed(0)
     _check_model(resnet18(num_classes=10, in_channels=1, stem="small", width=0.25), torch.randn(2, 1, 28, 28), 12)
     _check_model(srcnn(width=0.5), torch.randn(2, 1, 12, 12), 2)
+    _check_model(srcnn(), torch.rand(1, 1, 12, 12), 2)  # default SRCNN: in-place ReLUs behind every conv
     for up in ("pixelshuffle", "convtranspose"):
         cnet = _check_model(edsr(n_feats=16, n_blocks=2, upsampler=up), torch.randn(2, 3, 8, 8), 3)
         assert "tail.1" in cnet.discrete_groups  # the RGB output stays 3 channels

@@ -43,7 +43,8 @@ class CapacitySettings:
     latency_batch: int
     latency_repeats: int
     smooth_steps: int = 60    # Sobolev fine-tuning steps of the band-limited-by-training estimator
-    smooth_penalty: float = 5.0
+    smooth_penalty: float = 50.0
+    smooth_lr: float = 0.02
     tol: float = 0.01
     energies: tuple[float, ...] = (0.5, 0.7, 0.9, 0.99)
 
@@ -144,7 +145,7 @@ def smoothed(st: Setup) -> dict[str, Any]:
 
     s = st.settings
     with preserved_state(st.cnet):
-        history = smooth_finetune(st.cnet, st.train, s.smooth_steps, penalty=s.smooth_penalty, lr=0.01,
+        history = smooth_finetune(st.cnet, st.train, s.smooth_steps, penalty=s.smooth_penalty, lr=s.smooth_lr,
                                   device=st.device)
         st.cnet.eval()
         accuracy = st.evaluate(st.cnet)

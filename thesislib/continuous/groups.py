@@ -40,13 +40,14 @@ input axis (``c`` per group) is a plain member. Grouped transposed convolutions 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from thesislib.dependency import dependency_graph
 
 ROLES = ("producer", "consumer", "norm")
 
@@ -296,7 +297,6 @@ class GroupSearch:
 
 def find_groups(net: nn.Module, example_inputs: Any, keep_discrete: Iterable[str] = ()) -> GroupSearch:
     """Channel groups of ``net`` (traced once on ``example_inputs`` in eval mode, no state changes)."""
-    import torch_pruning as tp
     from torch_pruning import ops as tp_ops
 
     keep = tuple(keep_discrete)
@@ -306,10 +306,7 @@ def find_groups(net: nn.Module, example_inputs: Any, keep_discrete: Iterable[str
     attn_modules = {m for m in net.modules() if is_vit_attention(m) or is_mha(m)}
     leaf = _attention_pruner()
     customized = {t: leaf for t in {type(m) for m in attn_modules}}
-    with warnings.catch_warnings(), torch.enable_grad():
-        warnings.simplefilter("ignore")
-        dg = tp.DependencyGraph().build_dependency(
-            net, example_inputs, customized_pruners=customized or None, verbose=False)
+    dg = dependency_graph(net, example_inputs, customized_pruners=customized or None, verbose=False)
     net.train(was_training)
     names = {m: n for n, m in net.named_modules()}
     unwrapped_dim = {id(u.parameters): u.pruning_dim for u in dg.unwrapped_parameters}

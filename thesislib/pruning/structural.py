@@ -33,7 +33,6 @@ whose channel mapping torch-pruning 1.6.1 gets wrong).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -41,6 +40,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import parametrize
+
+from thesislib.dependency import dependency_graph
 
 ROLES = ("producer", "consumer", "norm")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -273,18 +274,7 @@ def analyse(model: nn.Module, example_inputs, ignored_layers: Sequence[nn.Module
     spectral = strip_spectral_norm(model)
     ignored = list(default_ignored_layers(model) if ignored_layers is None else ignored_layers)
     ignored += [a.qkv for _, a in _attention_modules(model) if a.qkv not in ignored]
-    # In-place activations overwrite the grad_fn torch-pruning uses to map a conv's output to its module,
-    # which silently disconnects e.g. SRCNN's conv -> ReLU(inplace) -> conv; trace without them.
-    inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
-    for m in inplace:
-        m.inplace = False
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
-    finally:
-        for m in inplace:
-            m.inplace = True
+    graph = dependency_graph(model, example_inputs)  # traces with in-place activations disabled
     names = {m: n for n, m in model.named_modules()}
     groups: list[ChannelGroup] = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Linear,) + _CONV):
