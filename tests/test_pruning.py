@@ -283,3 +283,18 @@ def test_obs_patches_equal_unfold(kwargs: dict) -> None:
     cols = nn.functional.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
     ref = cols.transpose(1, 2).reshape(-1, cols.shape[1])
     assert torch.equal(_patches(conv, x, torch.arange(ref.shape[0])), ref)
+
+
+def test_by_method_and_table_rows_pivot_records_exactly():
+    from thesislib.pruning.compare import by_method, summary_table, table_rows
+
+    records = [{"method": "l1", "ratio": 0.5, "accuracy": 0.25, "macs": 10},
+               {"method": "l1", "ratio": 1.0, "accuracy": 0.75, "macs": 40},
+               {"method": "fold", "ratio": 1.0, "accuracy": 0.75, "macs": 40},
+               {"method": "fold", "ratio": 0.5, "error": "failed"}]
+    assert by_method(records) == {"l1": {"1": 0.75, "0.5": 0.25}, "fold": {"1": 0.75}}
+    assert by_method(records, "macs")["l1"] == {"1": 40, "0.5": 10}
+    assert table_rows(records) == [{"method": "l1", "1": 75.0, "0.5": 25.0},
+                                   {"method": "fold", "1": 75.0, "0.5": "—"}]
+    text = summary_table(records).splitlines()
+    assert text[1].split() == ["l1", "75.0", "25.0"] and text[2].split() == ["fold", "75.0", "—"]

@@ -114,20 +114,36 @@ BASELINE_SETTINGS: dict[str, dict] = {
 }
 
 
+def ratio_key(ratio: float) -> str:
+    """A kept ratio as a results key: ``0.5`` → ``"0.5"`` (the book's {result} role accepts dotted keys)."""
+    return f"{ratio:g}"
+
+
+def by_method(records: Sequence[dict], key: str = "accuracy") -> dict[str, dict[str, float]]:
+    """``{method: {ratio_key: record[key]}}`` for the records that have ``key`` (ratios in descending order)."""
+    grid: dict[str, dict[str, float]] = {}
+    for rec in sorted(records, key=lambda r: -r["ratio"]):
+        if key in rec:
+            grid.setdefault(rec["method"], {})[ratio_key(rec["ratio"])] = rec[key]
+    return grid
+
+
+def table_rows(records: Sequence[dict], key: str = "accuracy", scale: float = 100.0) -> list[dict]:
+    """Rows for :func:`thesislib.results.save_table`: a method column, then ``key`` × ``scale`` per ratio."""
+    grid = by_method(records, key)
+    ratios = [ratio_key(r) for r in sorted({r["ratio"] for r in records}, reverse=True)]
+    return [{"method": m, **{r: (scale * row[r] if r in row else "—") for r in ratios}} for m, row in grid.items()]
+
+
 def summary_table(records: Sequence[dict], key: str = "accuracy") -> str:
     """Text table: one row per method, one column per ratio, ``key`` in percent (accuracy) or as is."""
-    ratios = sorted({r["ratio"] for r in records}, reverse=True)
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    lines = ["method      " + "".join(f"{r:>8.3g}" for r in ratios)]
-    for m in methods:
-        cells = []
-        for ratio in ratios:
-            rec = next((r for r in records if r["method"] == m and r["ratio"] == ratio), None)
-            if rec is None or key not in rec:
-                cells.append(f"{'—':>8}")
-            else:
-                cells.append(f"{100 * rec[key]:8.1f}" if key == "accuracy" else f"{rec[key]:8.3g}")
-        lines.append(f"{m:<12}" + "".join(cells))
+    rows = table_rows(records, key, scale=100.0 if key == "accuracy" else 1.0)
+    ratios = [c for c in rows[0] if c != "method"]
+    lines = ["method      " + "".join(f"{r:>8}" for r in ratios)]
+    for row in rows:
+        cells = [f"{row[r]:8.1f}" if key == "accuracy" and row[r] != "—" else
+                 (f"{row[r]:8.3g}" if row[r] != "—" else f"{'—':>8}") for r in ratios]
+        lines.append(f"{row['method']:<12}" + "".join(cells))
     return "\n".join(lines)
 
 
