@@ -493,11 +493,13 @@ class ContinuousNet(nn.Module):
         return out
 
     # ------------------------------------------------------------------ capacity
-    def capacity(self, energy: float = 0.99, method: str = "weights") -> dict[str, int]:
-        """``{group: width}``: each group's Nyquist-rate capacity (delegates to :mod:`thesislib.capacity`)."""
-        from thesislib.capacity import group_capacity
+    def capacity(self, energy: float = 0.99, method: str = "weights", calib: Iterable | None = None,
+                 batches: int = 1) -> dict[str, int]:
+        """``{group: width}``: each group's Nyquist-rate capacity by ``method`` ("weights"; "output" and
+        "features" need ``calib`` batches) — delegates to :func:`thesislib.capacity.capacities`."""
+        from thesislib.capacity import capacities
 
-        return {name: group_capacity(self, name, energy, method) for name in self._groups}
+        return capacities(self, energy, method, calib=calib, batches=batches)
 
     def total_variation(self, name: str, roles: tuple[str, ...] = ("producer", "consumer")) -> float:
         """Total variation of a group's tensors with these roles in the current order (what

@@ -103,8 +103,8 @@ BASELINE_SETTINGS: dict[str, dict] = {
     # fine-tuning column at ratio ft_ratio: ft_steps SGD steps for ft_methods; test_images: the first images
     # of the scale's test set used in the sweep (None: all), calib_images: the first calibration images (None:
     # all), both to fit the notebook's time budget.
-    "smoke": {"ratios": (0.5,), "calib_batches": 1, "ft_ratio": 0.5, "ft_steps": 2, "ft_lr": 0.01,
-              "ft_methods": ("l1", "gmp"), "test_images": 256, "calib_images": 32},
+    "smoke": {"ratios": (1.0, 0.5), "calib_batches": 1, "ft_ratio": 0.5, "ft_steps": 2, "ft_lr": 0.01,
+              "ft_methods": ("continuous", "gmp"), "test_images": 256, "calib_images": 32},
     "cpu": {"ratios": (1.0, 0.75, 0.5, 0.375, 0.25), "calib_batches": 5, "ft_ratio": 0.5, "ft_steps": 60,
             "ft_lr": 0.01, "ft_methods": ("obs", "fold", "continuous", "gmp"), "test_images": 2000,
             "calib_images": None},
