@@ -37,6 +37,7 @@ def test_lookup_accepts_keys_with_dots():
     (0.12345, ".3f", "0,123"),
     (12, "d", "12"),
     ("cpu", "", "cpu"),
+    (None, ".3f", "—"),
 ])
 def test_format_value(value, fmt, text):
     assert ext.format_value(value, fmt) == text

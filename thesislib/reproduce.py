@@ -24,7 +24,7 @@ from pathlib import Path
 from thesislib.config import SCALES, check_scale, default_scale
 from thesislib.results import REPO_ROOT, atomic_write_text
 
-NOTEBOOKS: tuple[str, ...] = ("fashion_mnist", "baselines", "capacity")
+NOTEBOOKS: tuple[str, ...] = ("fashion_mnist", "baselines", "capacity", "super_resolution")
 SOURCE_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = REPO_ROOT / "book" / "experiments"
 BUILDERS = ("html", "pdflatex", "latex")

@@ -59,6 +59,8 @@ def lookup(record: Any, dotted: str) -> Any:
 
 
 def format_value(value: Any, spec: str) -> str:
+    if value is None:  # NaN is stored as null (e.g. a correlation with a constant prediction)
+        return "—"
     if spec in ("", "str"):
         return str(value)
     if spec == "pct":
