@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity

@@ -14,17 +14,7 @@ from thesislib.pruning import METHODS, GMPSchedule, channel_counts, fine_tune, p
 from thesislib.pruning.pruner import NEEDS_CALIB
 
 ONE_SHOT = [m for m in METHODS if m != "continuous"]
-
-
-def _continuous_ready() -> bool:
-    try:
-        from thesislib.continuous import to_continuous  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-TESTED = ONE_SHOT + (["continuous"] if _continuous_ready() else [])
+TESTED = ONE_SHOT + ["continuous"]
 
 
 def _resnet() -> nn.Module:

@@ -1,8 +1,6 @@
 """thesislib.config and thesislib.results: scales, provenance, atomic writes."""
 
-import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
