@@ -82,6 +82,7 @@ class ResultRole(SphinxRole):
         target, _, spec = self.text.partition("|")
         notebook, _, key = target.partition(":")
         path = REPO_ROOT / "results" / notebook / f"{book_scale()}.json"
+        self.env.note_dependency(str(path))  # a new result re-reads this page on the next build
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             text = format_value(lookup(record, key.strip()), spec.strip())
@@ -103,6 +104,7 @@ class ResultFigure(Figure):
             error = self.state_machine.reporter.error(
                 f"result figure {relative} does not exist; run `python -m thesislib.reproduce`", line=self.lineno)
             return [error]
+        self.state.document.settings.env.note_dependency(str(REPO_ROOT / relative))
         self.arguments[0] = "/" + relative
         return super().run()
 
@@ -122,7 +124,7 @@ class ResultTable(CSVTable):
         self.options.setdefault("header-rows", 1)
         self.options.setdefault("encoding", "utf-8")
         self.arguments = [title.strip()] if title.strip() else []  # the rest of the line is the title
-        self.state.document.settings.record_dependencies.add(str(path))
+        self.state.document.settings.env.note_dependency(str(path))
         return super().run()
 
 
