@@ -39,7 +39,7 @@ SR_METHODS: tuple[str, ...] = ("continuous", "continuous_naive", "l1", "random",
 SR_SETTINGS: dict[str, dict[str, Any]] = {
     # < 30 s on 2 cores: a few dozen steps, two small test crops
     "smoke": dict(upscale=2, n_feats=16, n_blocks=2, steps=40, batch_size=8, patch_size=32, lr=2e-3,
-                  eval_crop=96, n_test=2, ratios=(1.0, 0.5), macs_lr_size=128),
+                  eval_crop=96, n_test=2, ratios=(1.0, 0.75, 0.5), macs_lr_size=128),
     # ≤ 5 min on 2 cores (training is ~0.05 s/step on 2 idle cores, 4-8× that when the machine is shared;
     # 1500 steps took 6.4 min on the shared machine: 32.47 dB vs bicubic 30.83 dB)
     "cpu": dict(upscale=2, n_feats=32, n_blocks=4, steps=1000, batch_size=16, patch_size=32, lr=2e-3,
