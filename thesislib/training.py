@@ -20,24 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from thesislib.config import check_scale, default_device, seed_everything
+from thesislib.metrics import accuracy as evaluate_accuracy  # one top-1 accuracy for the whole package
 from thesislib.results import REPO_ROOT, atomic_write_bytes
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> float:
-    """Top-1 accuracy of ``model`` on ``loader`` as a fraction in [0, 1] (eval mode, restored after)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        logits = model(x.to(device))
-        correct += (logits.argmax(1).cpu() == y).sum().item()
-        total += y.numel()
-    model.train(was_training)
-    if total == 0:
-        raise ValueError("evaluate_accuracy got an empty loader")
-    return correct / total
 
 
 def train_classifier(model: nn.Module, loader: DataLoader, epochs: int, lr: float = 0.05,
