@@ -25,6 +25,12 @@ from thesislib.config import check_scale, default_device
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def ratio_key(ratio: float) -> str:
+    """A ratio as a results key that is a plain identifier: ``0.5 -> "r0_5"``, ``1 -> "r1"``,
+    ``0.375 -> "r0_375"`` (keys never hold dots, so the book's ``{result}`` role splits on dots)."""
+    return "r" + f"{float(ratio):g}".replace(".", "_").replace("-", "m")
+
+
 def results_root() -> Path:
     """The ``results/`` folder (``THESISLIB_RESULTS`` overrides it, e.g. in tests)."""
     return Path(os.environ.get("THESISLIB_RESULTS", REPO_ROOT / "results"))
