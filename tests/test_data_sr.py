@@ -21,7 +21,6 @@ from thesislib.data.sr import (
     sr_folder,
     sr_photo,
     sr_photos,
-    to_y,
 )
 
 
@@ -88,6 +87,8 @@ def test_bicubic_lr_properties() -> None:
 
 
 def test_to_y_bt601() -> None:
+    from thesislib.metrics import rgb_to_y as to_y
+
     rgb = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]).T.reshape(3, 1, 3)
     y = to_y(rgb)
     assert y.shape == (1, 1, 3)

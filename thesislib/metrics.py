@@ -5,7 +5,8 @@
   MACs = FLOPs / 2.  Element-wise operations, normalisation and pooling are not counted, which is the
   usual convention of pruning papers (and of torch-pruning's ``count_ops_and_params`` for these layers).
 * :func:`measure_latency` reports the median of ``repeats`` timed forward passes after ``warmup`` untimed
-  ones: on CPU with a fixed number of threads (``time.perf_counter``), on CUDA with ``torch.cuda.Event``.
+  ones (:func:`time_calls`, the one timer of thesislib: on CPU with a fixed number of threads and
+  ``time.perf_counter``, on CUDA synchronised and timed with ``torch.cuda.Event``).
 * :func:`psnr` / :func:`ssim` follow the super-resolution literature: optional evaluation on the Y channel
   of YCbCr (ITU-R BT.601, as MATLAB's ``rgb2ycbcr``), ``crop`` border pixels removed (usually = scale).
   SSIM is Wang et al. 2004 with an 11×11 Gaussian window, σ = 1.5, K₁ = 0.01, K₂ = 0.03, computed over
@@ -17,18 +18,15 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-
-def _device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
+from thesislib.runtime import model_device, resolve_device
 
 
 def _as_args(example_inputs) -> tuple:
@@ -52,42 +50,63 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+@contextmanager
+def fixed_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(threads)`` (``None``: unchanged), restored afterwards."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def time_calls(fn: Callable[[], Any], repeats: int = 30, warmup: int = 5, cuda: bool = False) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones.
+
+    On CPU each call is timed with ``time.perf_counter``; on CUDA (``cuda=True``) the device is
+    synchronised before each call and the call is timed with CUDA events, so queued kernels of an
+    earlier call are never billed to the next one.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    for _ in range(repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 @torch.no_grad()
 def measure_latency(model: nn.Module, example_inputs, repeats: int = 30, warmup: int = 5,
                     threads: int | None = 1) -> float:
-    """Median seconds of one forward pass (eval mode, no grad) over ``repeats`` after ``warmup`` passes.
+    """Median seconds of one forward pass (eval mode, no grad) over ``repeats`` after ``warmup`` passes
+    (:func:`time_calls`).
 
     On CPU the thread count is fixed to ``threads`` for the measurement (``None`` keeps the current one);
     on CUDA each pass is timed with CUDA events after a synchronisation.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     args = _as_args(example_inputs)
     was_training = model.training
     model.eval()
-    cuda = _device(model).type == "cuda"
-    old_threads = torch.get_num_threads()
-    if not cuda and threads is not None:
-        torch.set_num_threads(threads)
+    cuda = model_device(model).type == "cuda"
     try:
-        for _ in range(warmup):
-            model(*args)
-        times = []
-        for _ in range(repeats):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                model(*args)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end) / 1000.0)
-            else:
-                t0 = time.perf_counter()
-                model(*args)
-                times.append(time.perf_counter() - t0)
+        with fixed_threads(None if cuda else threads):
+            times = time_calls(lambda: model(*args), repeats, warmup, cuda)
     finally:
-        torch.set_num_threads(old_threads)
         model.train(was_training)
     return statistics.median(times)
 
@@ -95,7 +114,7 @@ def measure_latency(model: nn.Module, example_inputs, repeats: int = 30, warmup:
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` (eval mode, restored after) on ``(inputs, labels)`` batches."""
-    device = torch.device(device) if device is not None else _device(model)
+    device = resolve_device(model, device)
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -110,9 +129,11 @@ def accuracy(model: nn.Module, loader: Iterable, device: torch.device | str | No
 
 
 def rgb_to_y(image: torch.Tensor) -> torch.Tensor:
-    """Luma of RGB images in [0, 1] (``[..., 3, H, W]``) as MATLAB ``rgb2ycbcr``: Y ∈ [16/255, 235/255]."""
-    if image.shape[-3] != 3:
-        raise ValueError(f"rgb_to_y needs 3 channels in dim -3, got shape {tuple(image.shape)}")
+    """Luma Y of ITU-R BT.601 of RGB images in [0, 1] (``[..., 3, H, W]`` → ``[..., 1, H, W]``), as MATLAB's
+    ``rgb2ycbcr``: ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255`` ∈ [16/255, 235/255]."""
+    if image.dim() < 3 or image.shape[-3] != 3:
+        raise ValueError(f"rgb_to_y needs RGB images [..., 3, H, W] (3 channels in dim -3), "
+                         f"got shape {tuple(image.shape)}")
     r, g, b = image.unbind(-3)
     return ((65.481 * r + 128.553 * g + 24.966 * b + 16.0) / 255.0).unsqueeze(-3)
 

@@ -9,7 +9,7 @@ convolutions, ``out_elements * in_features`` for linear layers, ``2 * B * heads
 between a pre-hook and a hook (``time.perf_counter`` with a fixed number of CPU
 threads; ``torch.cuda.Event`` pairs on CUDA), after ``warmup`` passes, the
 median over ``repeats`` passes. The end-to-end latency is measured separately
-without hooks. Attention modules report their own cost only (their ``qkv`` /
+without hooks, by :func:`thesislib.metrics.time_calls` (the one timer). Attention modules report their own cost only (their ``qkv`` /
 ``proj`` layers are separate entries). Results are cached in memory per
 (device, threads, model structure, input shapes) and, with ``cache_dir``, on disk
 as JSON written atomically.
@@ -29,7 +29,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from thesislib.metrics import fixed_threads, time_calls
 from thesislib.results import atomic_write_text
+from thesislib.runtime import resolve_device
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -229,14 +231,10 @@ def profile(net: nn.Module, example_inputs: Any, device: torch.device | str | No
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    if device is None:
-        param = next(net.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = resolve_device(net, device)
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     inputs = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
-    old_threads = torch.get_num_threads()
-    n_threads = threads if threads is not None else old_threads
+    n_threads = threads if threads is not None else torch.get_num_threads()
     key = structure_key(net, inputs, device, n_threads)
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
@@ -251,25 +249,9 @@ def profile(net: nn.Module, example_inputs: Any, device: torch.device | str | No
     was_training = net.training
     net.eval()
     modules = profiled_modules(net)
-    if threads is not None and not cuda:
-        torch.set_num_threads(threads)
     try:
-        with torch.no_grad():
-            for _ in range(warmup):
-                _forward(net, inputs)
-            totals = []
-            for _ in range(repeats):
-                if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    _forward(net, inputs)
-                    end.record()
-                    torch.cuda.synchronize()
-                    totals.append(start.elapsed_time(end) / 1e3)
-                else:
-                    t0 = time.perf_counter()
-                    _forward(net, inputs)
-                    totals.append(time.perf_counter() - t0)
+        with torch.no_grad(), fixed_threads(None if cuda else threads):
+            totals = time_calls(lambda: _forward(net, inputs), repeats, warmup, cuda)
             per_layer: dict[str, list[float]] = {name: [] for name in modules}
             with _Timer(modules, cuda) as timer:
                 for i in range(warmup + repeats):
@@ -279,7 +261,6 @@ def profile(net: nn.Module, example_inputs: Any, device: torch.device | str | No
                         for name, dt in times.items():
                             per_layer[name].append(dt)
     finally:
-        torch.set_num_threads(old_threads)
         net.train(was_training)
 
     layers: dict[str, LayerProfile] = {}

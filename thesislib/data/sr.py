@@ -16,7 +16,7 @@ differs from PIL by 0.1-0.13 grey levels on average (max 3-6 of 255, PIL works i
 It is chosen over PIL because it works on float tensors of any channel count, in batches, on the
 GPU. By default the result is rounded to 8-bit levels, as the benchmarks store LR images as PNG.
 
-**Evaluation**: PSNR/SSIM on the luminance channel Y of ITU-R BT.601 (:func:`to_y`), as in the SR
+**Evaluation**: PSNR/SSIM on the luminance channel Y of ITU-R BT.601 (:func:`thesislib.metrics.rgb_to_y`), as in the SR
 literature.
 
 **Folders** (:func:`sr_folder`): Set5 / Set14 / B100 / Urban100 / DIV2K, see ``data/README.md``.
@@ -159,17 +159,6 @@ def bicubic_lr(hr: torch.Tensor, scale: int, quantize: bool = True) -> torch.Ten
     if quantize:
         lr = lr.mul(255).round().div(255)
     return lr if hr.dim() == 4 else lr[0]
-
-
-def to_y(x: torch.Tensor) -> torch.Tensor:
-    """Luminance Y of ITU-R BT.601 for RGB in [0, 1]: ``(16 + 65.481 R + 128.553 G + 24.966 B) / 255``.
-
-    ``x``: ``[..., 3, H, W]``; returns ``[..., 1, H, W]`` in [16/255, 235/255].
-    """
-    if x.dim() < 3 or x.shape[-3] != 3:
-        raise ValueError(f"to_y needs RGB images [..., 3, H, W], got shape {tuple(x.shape)}")
-    weights = torch.tensor([65.481, 128.553, 24.966], dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return ((x * weights).sum(dim=-3, keepdim=True) + 16.0) / 255.0
 
 
 def load_image(path: str | Path) -> torch.Tensor:
