@@ -31,10 +31,11 @@ control points under the original names prefixed by ``net.``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -79,6 +80,18 @@ class _SpectralInfo:
     v_key: str
     dim: int
     eps: float
+
+
+@dataclass(frozen=True)
+class NetState:
+    """What :meth:`ContinuousNet.snapshot` saves and :meth:`ContinuousNet.restore` puts back (opaque to callers)."""
+
+    widths: dict[str, int]
+    antialias: bool
+    overrides: dict[str, torch.Tensor]
+    override_key: Any
+    training: bool
+    parameters: dict[str, torch.Tensor] | None = None
 
 
 def _tensor_key(net: nn.Module, module_name: str, param_name: str) -> str:
@@ -312,6 +325,53 @@ class ContinuousNet(nn.Module):
         self._train_dist = uniform
         return self
 
+    # ------------------------------------------------------------------ state
+    @property
+    def widths(self) -> dict[str, int]:
+        """``{group: current width}`` (a new dict); widths are set by :meth:`resample`."""
+        return self._eval_widths()
+
+    @property
+    def full_widths(self) -> dict[str, int]:
+        """``{group: size}``: each group's channel count at full width (its number of control points)."""
+        return {n: g.size for n, g in self._groups.items()}
+
+    def snapshot(self, parameters: bool = False) -> NetState:
+        """The sampling state: widths, anti-aliasing flag, recalibrated BatchNorm statistics (with the widths
+        they belong to) and train/eval mode; ``parameters=True`` adds a copy of ``state_dict`` (for code that
+        trains or rewrites the control points). Put it back with :meth:`restore`."""
+        return NetState(widths=self.widths, antialias=self._antialias, overrides=dict(self._overrides),
+                        override_key=self._override_key, training=self.training,
+                        parameters=copy.deepcopy(self.state_dict()) if parameters else None)
+
+    def restore(self, state: NetState) -> "ContinuousNet":
+        """Return to a :meth:`snapshot` of this network (widths first, then control points, overrides, mode)."""
+        if not isinstance(state, NetState):
+            raise ValueError(f"restore takes a NetState from ContinuousNet.snapshot(), got {type(state).__name__}")
+        if set(state.widths) != set(self._groups):
+            raise ValueError(f"this state belongs to another network: groups {sorted(state.widths)}, "
+                             f"this network has {sorted(self._groups)}")
+        for name, m in state.widths.items():  # a snapshot is consistent: no re-linking of attention widths
+            self._groups[name].width = int(m)
+        self._antialias = state.antialias
+        self._cache = None
+        if state.parameters is not None:
+            self.load_state_dict(state.parameters)
+        self._overrides = dict(state.overrides)
+        self._override_key = state.override_key
+        self.train(state.training)
+        return self
+
+    @contextlib.contextmanager
+    def preserved(self, parameters: bool = False) -> Iterator["ContinuousNet"]:
+        """``with cnet.preserved(): ...`` -- :meth:`snapshot` on entry, :meth:`restore` on exit (also when the
+        body raises); ``parameters=True`` restores the control points too."""
+        state = self.snapshot(parameters)
+        try:
+            yield self
+        finally:
+            self.restore(state)
+
     # ------------------------------------------------------------------ sampling
     def _ops(self, widths: Mapping[str, int], antialias: bool) -> dict[str, dict[str, AxisOp]]:
         ops = {}
@@ -492,15 +552,7 @@ class ContinuousNet(nn.Module):
         out.train(self.training)
         return out
 
-    # ------------------------------------------------------------------ capacity
-    def capacity(self, energy: float = 0.99, method: str = "weights", calib: Iterable | None = None,
-                 batches: int = 1) -> dict[str, int]:
-        """``{group: width}``: each group's Nyquist-rate capacity by ``method`` ("weights"; "output" and
-        "features" need ``calib`` batches) — delegates to :func:`thesislib.capacity.capacities`."""
-        from thesislib.capacity import capacities
-
-        return capacities(self, energy, method, calib=calib, batches=batches)
-
+    # ------------------------------------------------------------------ diagnostics
     def total_variation(self, name: str, roles: tuple[str, ...] = ("producer", "consumer")) -> float:
         """Total variation of a group's tensors with these roles in the current order (what
         :func:`to_continuous` minimises with its default ``permute_roles``)."""
