@@ -1,13 +1,19 @@
-"""Run every experiment notebook through papermill, then build the book.
+"""Run every experiment notebook through papermill, then build the book; or check the committed results.
 
     python -m thesislib.reproduce --scale {smoke,cpu,gpu} [--only NAME ...] [--no-build]
+    python -m thesislib.reproduce --check [--scale cpu]
 
 Notebooks come from ``notebooks/<name>.ipynb`` in the order of :data:`NOTEBOOKS` and are
 executed into ``book/experiments/<name>.ipynb``, where the book reads them. A notebook is
 skipped when its source, its parameters and the thesislib sources are unchanged since its
 last successful run at the same scale (a stamp file beside the executed notebook records
-their hash). The first failing notebook stops the run, naming the notebook and the cell.
-The book is then built with warnings as errors.
+their hash, built on :func:`thesislib.provenance.source_hash`). The first failing notebook stops
+the run, naming the notebook and the cell. The book is then built with warnings as errors.
+
+``--check`` runs nothing: for every committed ``results/<notebook>/<scale>.json`` it compares the
+recorded ``source_hash`` and ``notebook_hash`` with thesislib and the notebook *as committed at HEAD*
+(uncommitted edits do not count) and the recorded ``code_state``; it prints one line per stale result
+and exits 1 when any is stale, 0 when all are current.
 """
 
 from __future__ import annotations
@@ -16,40 +22,34 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from thesislib import provenance
 from thesislib.config import SCALES, check_scale, default_scale
-from thesislib.results import REPO_ROOT, atomic_write_text
+from thesislib.results import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text
 
 NOTEBOOKS: tuple[str, ...] = ("fashion_mnist", "baselines", "capacity", "super_resolution")
-SOURCE_DIR = REPO_ROOT / "notebooks"
+SOURCE_DIR = NOTEBOOKS_DIR
 EXECUTED_DIR = REPO_ROOT / "book" / "experiments"
 BUILDERS = ("html", "pdflatex", "latex")
+_RESULT_FILE = re.compile(r"results/([A-Za-z0-9_]+)/([A-Za-z0-9_]+)\.json")
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised: names the notebook, the cell and the error."""
 
 
-def thesislib_fingerprint() -> str:
-    """Hash of every thesislib source file: a change anywhere in the package reruns the notebooks."""
-    digest = hashlib.sha256()
-    package = REPO_ROOT / "thesislib"
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def run_fingerprint(name: str, scale: str, parameters: dict) -> str:
-    """Hash of (notebook source, scale, parameters, thesislib sources)."""
+def run_fingerprint(name: str, scale: str, parameters: dict, source_hash: str | None = None) -> str:
+    """Hash of (notebook source, scale, parameters, thesislib sources): a change in any of them reruns
+    the notebook. ``source_hash`` defaults to :func:`thesislib.provenance.source_hash` of the tree."""
     digest = hashlib.sha256()
     digest.update((SOURCE_DIR / f"{name}.ipynb").read_bytes())
     digest.update(json.dumps({"scale": scale, **parameters}, sort_keys=True).encode())
-    digest.update(thesislib_fingerprint().encode())
+    digest.update((source_hash or provenance.source_hash(REPO_ROOT)).encode())
     return digest.hexdigest()
 
 
@@ -104,10 +104,11 @@ def run_notebooks(scale: str, names: tuple[str, ...] = NOTEBOOKS, force: bool = 
 
     parameters = parameters or {}
     executed = []
+    source_hash = provenance.source_hash(REPO_ROOT)
     progress = tqdm(names, desc=f"notebooks ({scale})", unit="nb")
     for name in progress:
         progress.set_postfix_str(name)
-        fingerprint = run_fingerprint(name, scale, parameters)
+        fingerprint = run_fingerprint(name, scale, parameters, source_hash)
         if not force and is_up_to_date(name, fingerprint):
             tqdm.write(f"[reproduce] {name}: unchanged since its last run at scale {scale}, skipped")
             continue
@@ -115,7 +116,8 @@ def run_notebooks(scale: str, names: tuple[str, ...] = NOTEBOOKS, force: bool = 
         _stamp_path(name).unlink(missing_ok=True)
         execute(name, scale, parameters)
         atomic_write_text(_stamp_path(name), json.dumps(
-            {"fingerprint": fingerprint, "scale": scale, "seconds": round(time.perf_counter() - started, 1)}))
+            {"fingerprint": fingerprint, "scale": scale, "source_hash": source_hash,
+             "seconds": round(time.perf_counter() - started, 1)}))
         tqdm.write(f"[reproduce] {name}: ran in {time.perf_counter() - started:.1f} s")
         executed.append(name)
     return executed
@@ -132,6 +134,83 @@ def build_book(scale: str, builder: str = "html") -> None:
         raise SystemExit(f"the book build failed (exit {result.returncode}); see the warnings above")
 
 
+def committed_results(scale: str | None = None, root: Path | None = None) -> list[str]:
+    """``results/<notebook>/<scale>.json`` files tracked by git under ``root`` (default: the repository),
+    of ``scale`` or of every scale."""
+    root = Path(root or REPO_ROOT)
+    scales = (check_scale(scale),) if scale else SCALES
+    found = []
+    for path in provenance.tracked_paths("results", root):
+        match = _RESULT_FILE.fullmatch(path)
+        if match and match.group(2) in scales:
+            found.append(path)
+    return found
+
+
+def stale_reasons(path: str, root: Path | None = None, rev: str = "HEAD",
+                  source_hash: str | None = None) -> list[str]:
+    """Why the result ``path`` as committed at ``rev`` does not describe the code committed at ``rev``
+    (empty when it is current): a hash that differs, uncommitted code, or no hashes at all."""
+    root = Path(root or REPO_ROOT)
+    notebook = _RESULT_FILE.fullmatch(path).group(1)
+    data = provenance.committed_blob(path, root, rev)
+    if data is None:
+        return [f"not committed at {rev}"]
+    try:
+        record = json.loads(data.decode("utf-8"))
+        recorded = record["provenance"]
+    except (ValueError, KeyError, TypeError):
+        return ["not a results file (no JSON with a 'provenance' object)"]
+    commit = str(recorded.get("git_commit", ""))
+    if "source_hash" not in recorded or "notebook_hash" not in recorded:
+        dirty = f" (commit {commit})" if commit else ""
+        return [f"no provenance hashes: made before --check existed{dirty}"]
+    reasons = []
+    source_hash = source_hash or provenance.committed_source_hash(root, rev)
+    if recorded["source_hash"] != source_hash:
+        reasons.append(f"source_hash differs from thesislib/ at {rev}")
+    committed_notebook = provenance.committed_notebook_hash(notebook, root, rev)
+    if committed_notebook is None:
+        reasons.append(f"notebooks/{notebook}.ipynb is not committed at {rev}")
+    elif recorded["notebook_hash"] != committed_notebook:
+        reasons.append(f"notebook_hash differs from notebooks/{notebook}.ipynb at {rev}")
+    state = recorded.get("code_state")
+    if state != provenance.CLEAN or commit.endswith("+dirty"):
+        reasons.append(f"made from uncommitted code ({state or commit or 'no code_state recorded'})")
+    return reasons
+
+
+def check(scale: str | None = None, names: tuple[str, ...] | None = None, root: Path | None = None) -> int:
+    """``--check``: print one line per stale committed result; 1 when any is stale, 0 when none."""
+    root = Path(root or REPO_ROOT)
+    try:
+        paths = committed_results(scale, root)
+        source_hash = provenance.committed_source_hash(root)
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"[reproduce] --check needs a git checkout at {root}: {error}", file=sys.stderr)
+        return 2
+    if names:
+        paths = [p for p in paths if _RESULT_FILE.fullmatch(p).group(1) in names]
+    where = f" at scale {scale}" if scale else ""
+    if not paths:
+        print(f"[reproduce] no committed results{where}: nothing to check")
+        return 0
+    stale = 0
+    for path in paths:
+        reasons = stale_reasons(path, root, source_hash=source_hash)
+        if reasons:
+            stale += 1
+            work_tree = root / path
+            if work_tree.is_file() and work_tree.read_bytes() != provenance.committed_blob(path, root):
+                reasons.append("the working tree holds another version: commit it and check again")
+            print(f"[reproduce] stale: {path}: {'; '.join(reasons)}")
+    if stale:
+        print(f"[reproduce] {stale} of {len(paths)} committed results{where} are stale")
+        return 1
+    print(f"[reproduce] all {len(paths)} results current{where}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m thesislib.reproduce", description=__doc__.split("\n")[0])
     parser.add_argument("--scale", default=None,
@@ -140,9 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun notebooks even when unchanged")
     parser.add_argument("--no-build", action="store_true", help="run the notebooks, do not build the book")
     parser.add_argument("--builder", default="html", help=f"jupyter-book builder: {', '.join(BUILDERS)}")
+    parser.add_argument("--check", action="store_true",
+                        help="run nothing: list every committed results/*/<scale>.json whose source_hash or "
+                             "notebook_hash differs from thesislib and its notebook as committed at HEAD, or that "
+                             "was made from uncommitted code; exit 1 when any is stale, 0 when none "
+                             "(every scale unless --scale is given)")
     args = parser.parse_args(argv)
     try:
-        scale = check_scale(args.scale) if args.scale else default_scale()
+        scale = check_scale(args.scale) if args.scale else (None if args.check else default_scale())
     except ValueError as error:
         parser.error(str(error))
     if args.builder not in BUILDERS:
@@ -154,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in names if not (SOURCE_DIR / f"{n}.ipynb").exists()]
     if missing:
         parser.error(f"notebook source missing: {', '.join(f'notebooks/{n}.ipynb' for n in missing)}")
+    if args.check:
+        return check(scale, tuple(args.only) if args.only else None)
+    state = provenance.code_state(REPO_ROOT)
+    if state != provenance.CLEAN:
+        print(f"[reproduce] warning: {state}; the results will say so and `--check` will list them as stale "
+              "(commit first for results that identify their code)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
         run_notebooks(scale, names, force=args.force)

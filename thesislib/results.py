@@ -1,28 +1,50 @@
-"""Headline results of the notebooks: JSON with provenance and figures under ``results/``.
+"""Headline results of the notebooks: JSON with provenance, figures and tables under ``results/``.
 
-Layout: ``results/<notebook>/<scale>.json`` and ``results/<notebook>/<scale>/<figure>.png``.
-Every write goes to a temporary file in the same folder and is moved into place with
-:func:`os.replace`, so an interrupted run never leaves a half-written result behind.
+A notebook opens one :class:`Run` and writes everything through it::
+
+    run = Run("capacity", scale, parameters)
+    run.figure(fig, "spectra")          # results/capacity/<scale>/spectra.png
+    run.table(rows, "knees")            # results/capacity/<scale>/knees.csv
+    run.save({"best_spearman": 0.9})    # results/capacity/<scale>.json, with provenance
+
+The layout has one definition here (:func:`results_root`, :func:`result_path`, :func:`figure_path`,
+:func:`table_path`, :func:`book_scale`); the book extension ``book/_ext/thesis_results.py`` imports it.
+``THESISLIB_RESULTS`` moves the folder (tests), ``THESISLIB_BOOK_SCALE`` picks the scale the book
+quotes (default ``cpu``). Result keys are plain identifiers — no dots, since the book's ``{result}``
+role splits on dots; a ratio becomes a key through :func:`ratio_key`. Every write goes to a temporary
+file in the same folder and is moved into place with :func:`os.replace`, so an interrupted run never
+leaves a half-written result behind. Provenance (:mod:`thesislib.provenance`): HEAD commit,
+``code_state`` (clean or which paths were uncommitted), ``source_hash`` of thesislib and
+``notebook_hash`` of the notebook, which ``python -m thesislib.reproduce --check`` compares with HEAD.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
 import json
 import os
 import platform
-import subprocess
+import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Mapping, Sequence
 
 from thesislib import __version__
 from thesislib.config import check_scale, default_device
+from thesislib.provenance import REPO_ROOT, code_state, file_hash, git_commit, source_hash
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = [
+    "REPO_ROOT", "NOTEBOOKS_DIR", "Run", "ratio_key", "results_root", "result_path", "figure_path",
+    "table_path", "book_scale", "check_notebook", "check_keys", "load_result", "atomic_write_bytes",
+    "atomic_write_text", "git_commit",
+]
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BOOK_SCALE_DEFAULT = "cpu"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 def ratio_key(ratio: float) -> str:
@@ -31,13 +53,54 @@ def ratio_key(ratio: float) -> str:
     return "r" + f"{float(ratio):g}".replace(".", "_").replace("-", "m")
 
 
+# --- layout ------------------------------------------------------------------------------------
+
 def results_root() -> Path:
     """The ``results/`` folder (``THESISLIB_RESULTS`` overrides it, e.g. in tests)."""
     return Path(os.environ.get("THESISLIB_RESULTS", REPO_ROOT / "results"))
 
 
-_RUNS: dict[tuple[str, str], dict[str, Any]] = {}
+def book_scale() -> str:
+    """The scale the book quotes: ``THESISLIB_BOOK_SCALE`` (``thesislib.reproduce`` sets it), default ``cpu``."""
+    return check_scale(os.environ.get("THESISLIB_BOOK_SCALE", BOOK_SCALE_DEFAULT))
 
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r} is not a plain file name: use letters, digits, '_' and '-' "
+                         f"(no dots, slashes or spaces), e.g. 'accuracy_vs_ratio'")
+    return name
+
+
+def check_notebook(notebook: str) -> str:
+    """Return ``notebook`` if it names an existing ``notebooks/<notebook>.ipynb`` (a plain identifier,
+    the file's stem), else raise a ValueError listing the valid names."""
+    valid = sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+    if not isinstance(notebook, str) or not notebook.isidentifier() or notebook not in valid:
+        raise ValueError(f"unknown notebook {notebook!r}: a results notebook is the stem of an existing "
+                         f"{NOTEBOOKS_DIR}/<name>.ipynb, one of {', '.join(valid) or '(none found)'}")
+    return notebook
+
+
+def result_path(notebook: str, scale: str) -> Path:
+    """``results/<notebook>/<scale>.json``."""
+    return results_root() / _check_name(notebook, "notebook") / f"{check_scale(scale)}.json"
+
+
+def figure_path(notebook: str, scale: str, name: str, *, mkdir: bool = True) -> Path:
+    """``results/<notebook>/<scale>/<name>.png`` (its folder created unless ``mkdir=False``)."""
+    folder = results_root() / _check_name(notebook, "notebook") / check_scale(scale)
+    if mkdir:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{_check_name(name, 'figure')}.png"
+
+
+def table_path(notebook: str, scale: str, name: str, *, mkdir: bool = True) -> Path:
+    """``results/<notebook>/<scale>/<name>.csv`` (its folder created unless ``mkdir=False``)."""
+    return figure_path(notebook, scale, _check_name(name, "table"), mkdir=mkdir).with_suffix(".csv")
+
+
+# --- atomic writes and JSON ----------------------------------------------------------------------
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``)."""
@@ -59,35 +122,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def git_commit() -> str:
-    """The repository's HEAD commit (``+dirty`` when the tree has changes), or ``unknown``."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def start_run(notebook: str, scale: str, parameters: dict[str, Any]) -> None:
-    """Mark the start of a notebook's run; :func:`save_result` records the wall time since."""
-    check_scale(scale)
-    _RUNS[(notebook, scale)] = {"started": time.perf_counter(), "parameters": dict(parameters)}
-
-
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "tolist") and callable(value.tolist):  # torch tensors, numpy arrays and scalars
         return _jsonable(value.tolist())
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+    if hasattr(value, "item") and callable(value.item):
         return value.item()
     if isinstance(value, float) and value != value:
         return None
@@ -96,43 +138,128 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def save_result(notebook: str, scale: str, results: dict[str, Any],
-                parameters: dict[str, Any] | None = None) -> Path:
-    """Write ``results/<notebook>/<scale>.json`` atomically, with provenance.
+def check_keys(results: Mapping[str, Any], path: str = "results") -> None:
+    """Raise a ValueError naming the first key (with its path) that holds a dot, recursively through
+    dicts and lists: the book's ``{result}`` role splits keys on dots."""
+    for key, value in results.items():
+        here = f"{path}[{key!r}]"
+        if "." in str(key):
+            raise ValueError(f"result key {here} contains a dot: keys are plain identifiers; write a ratio "
+                             f"as thesislib.results.ratio_key({key!r}) -> {ratio_key_hint(key)!r}")
+        _check_nested(value, here)
 
-    Provenance: git commit, parameters, seed, device, torch and thesislib versions,
-    Python and platform, wall time since :func:`start_run`, and a UTC timestamp.
+
+def _check_nested(value: Any, path: str) -> None:
+    if isinstance(value, Mapping):
+        check_keys(value, path)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_nested(item, f"{path}[{i}]")
+
+
+def ratio_key_hint(key: Any) -> str:
+    """:func:`ratio_key` of ``key`` when it reads as a number, else the key with dots as underscores."""
+    try:
+        return ratio_key(float(key))
+    except (TypeError, ValueError):
+        return str(key).replace(".", "_")
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+class Run:
+    """One notebook's run at one scale: figures, tables and the headline JSON, with provenance.
+
+    ``notebook`` is the stem of an existing ``notebooks/<notebook>.ipynb``, ``scale`` one of
+    ``config.SCALES``; ``parameters`` (the papermill parameters) go into the provenance. The wall
+    clock starts here and :meth:`save` records the time since. The code's identity (commit, code
+    state, source and notebook hashes) is taken here too: the code the notebook imported, not what
+    the tree holds when it finishes.
     """
-    check_scale(scale)
-    run = _RUNS.get((notebook, scale), {})
-    params = dict(run.get("parameters", {}))
-    params.update(parameters or {})
-    started = run.get("started")
-    record = {
-        "notebook": notebook,
-        "scale": scale,
-        "results": _jsonable(results),
-        "provenance": {
+
+    def __init__(self, notebook: str, scale: str, parameters: Mapping[str, Any] | None = None) -> None:
+        self.scale = check_scale(scale)
+        self.notebook = check_notebook(notebook)
+        self.parameters: dict[str, Any] = dict(parameters or {})
+        self.started = time.perf_counter()
+        self.code: dict[str, Any] = {
             "git_commit": git_commit(),
-            "parameters": _jsonable(params),
-            "seed": params.get("seed"),
-            "device": str(default_device()),
-            "torch_version": torch.__version__,
+            "code_state": code_state(),
+            "source_hash": source_hash(),
+            "notebook_hash": file_hash(NOTEBOOKS_DIR / f"{self.notebook}.ipynb"),
+        }
+
+    def __repr__(self) -> str:
+        return f"Run({self.notebook!r}, {self.scale!r}, {self.parameters!r})"
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds since the run started."""
+        return round(time.perf_counter() - self.started, 2)
+
+    def figure(self, fig: Any, name: str, dpi: int = 150) -> Path:
+        """Save a matplotlib figure atomically as ``results/<notebook>/<scale>/<name>.png``."""
+        path = figure_path(self.notebook, self.scale, name)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+    def table(self, rows: Sequence[Mapping[str, Any]], name: str, columns: Sequence[str] | None = None) -> Path:
+        """Write ``rows`` as ``results/<notebook>/<scale>/<name>.csv`` atomically (the book's
+        ``{result-table}`` renders it): a header of ``columns`` (default: the first row's keys),
+        floats with four significant digits, a missing cell empty."""
+        if not rows:
+            raise ValueError(f"table {name!r} of {self.notebook!r} has no rows")
+        columns = list(columns or rows[0])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([f"{row[c]:.4g}" if isinstance(row.get(c), float) else row.get(c, "") for c in columns])
+        path = table_path(self.notebook, self.scale, name)
+        atomic_write_text(path, buffer.getvalue())
+        return path
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the numbers come from: commit, code state, hashes, parameters, seed, device, versions, times."""
+        return {
+            **self.code,
+            "parameters": _jsonable(self.parameters),
+            "seed": self.parameters.get("seed"),
+            "device": str(self.parameters.get("device") or default_device()),
+            "torch_version": _torch_version(),
             "thesislib_version": __version__,
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
+            "wall_time_s": self.wall_time_s,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-    }
-    path = results_root() / notebook / f"{scale}.json"
-    atomic_write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    return path
+        }
+
+    def save(self, results: Mapping[str, Any]) -> Path:
+        """Write ``results/<notebook>/<scale>.json`` atomically: ``{"notebook", "scale", "results",
+        "provenance"}``. A key holding a dot (at any depth) is a ValueError (see :func:`ratio_key`)."""
+        if not isinstance(results, Mapping):
+            raise ValueError(f"results must be a dict of plain-identifier keys, got {type(results).__name__}")
+        check_keys(results)
+        record = {"notebook": self.notebook, "scale": self.scale,
+                  "results": _jsonable(results), "provenance": self.provenance()}
+        path = result_path(self.notebook, self.scale)
+        atomic_write_text(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        return path
+
+
+def _torch_version() -> str | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    return torch.__version__
 
 
 def load_result(notebook: str, scale: str) -> dict[str, Any]:
     """Read ``results/<notebook>/<scale>.json``; a missing file says how to produce it."""
-    path = results_root() / notebook / f"{check_scale(scale)}.json"
+    path = result_path(notebook, scale)
     if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist: run `python -m thesislib.reproduce --scale {scale}` "
@@ -141,39 +268,39 @@ def load_result(notebook: str, scale: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def figure_path(notebook: str, scale: str, name: str) -> Path:
-    """``results/<notebook>/<scale>/<name>.png``, its folder created."""
-    folder = results_root() / notebook / check_scale(scale)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.png"
+# --- transition: the free functions of the first notebooks -----------------------------------------
+# Thin wrappers over Run, kept only while a notebook still calls them; delete them (and _LEGACY_RUNS)
+# once every notebook opens a Run.
+
+_LEGACY_RUNS: dict[tuple[str, str], Run] = {}
+
+
+def start_run(notebook: str, scale: str, parameters: dict[str, Any]) -> Run:
+    """Deprecated: ``Run(notebook, scale, parameters)``, remembered for :func:`save_result`."""
+    run = Run(notebook, scale, parameters)
+    _LEGACY_RUNS[(run.notebook, run.scale)] = run
+    return run
+
+
+def _legacy_run(notebook: str, scale: str) -> Run:
+    run = _LEGACY_RUNS.get((notebook, check_scale(scale)))
+    return run if run is not None else Run(notebook, scale, {})
+
+
+def save_result(notebook: str, scale: str, results: dict[str, Any],
+                parameters: dict[str, Any] | None = None) -> Path:
+    """Deprecated: ``run.save(results)`` of the run :func:`start_run` opened (``parameters`` added)."""
+    run = _legacy_run(notebook, scale)
+    run.parameters.update(parameters or {})
+    return run.save(results)
 
 
 def save_figure(fig: Any, notebook: str, scale: str, name: str, dpi: int = 150) -> Path:
-    """Save a matplotlib figure atomically to :func:`figure_path` and return the path."""
-    import io
-
-    path = figure_path(notebook, scale, name)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    """Deprecated: ``run.figure(fig, name, dpi)``."""
+    return _legacy_run(notebook, scale).figure(fig, name, dpi)
 
 
 def save_table(rows: list[dict[str, Any]], notebook: str, scale: str, name: str,
                columns: list[str] | None = None) -> Path:
-    """Write ``rows`` as ``results/<notebook>/<scale>/<name>.csv`` atomically (the book's
-    ``{result-table}`` directive renders it); floats keep four significant decimals."""
-    import csv
-    import io
-
-    if not rows:
-        raise ValueError(f"table {name!r} of {notebook!r} has no rows")
-    columns = columns or list(rows[0])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([f"{row[c]:.4g}" if isinstance(row.get(c), float) else row.get(c, "") for c in columns])
-    path = figure_path(notebook, scale, name).with_suffix(".csv")
-    atomic_write_text(path, buffer.getvalue())
-    return path
+    """Deprecated: ``run.table(rows, name, columns)``."""
+    return _legacy_run(notebook, scale).table(rows, name, columns)

@@ -1,19 +1,22 @@
-"""Sphinx extension: quote numbers and figures of ``results/`` in the book, never by hand.
+"""Sphinx extension: quote numbers, figures and tables of ``results/`` in the book, never by hand.
 
 Role ``{result}`` — ``{result}`notebook:dotted.key|format``` — reads
-``results/<notebook>/<scale>.json`` and prints the value at ``dotted.key`` (list items
-by index). ``format`` is a Python format spec (``.3f``, ``d``), ``pct`` (a fraction shown as a
-percentage with one decimal), ``pct0``, ``int`` (thin-space thousands) or ``mega``
-(millions, one decimal); default ``str``. Decimal points become commas (Russian style).
+``results/<notebook>/<scale>.json`` and prints the value at ``dotted.key``: the key is split on
+dots, each part a dict key (result keys are plain identifiers, ratios written as
+:func:`thesislib.results.ratio_key`, ``r0_5``) or a list index. ``format`` is a Python format spec
+(``.3f``, ``d``), ``pct`` (a fraction shown as a percentage with one decimal), ``pct0``, ``int``
+(thin-space thousands) or ``mega`` (millions, one decimal); default ``str``. Decimal points become
+commas (Russian style).
 
 Directive ``{result-figure}`` — a ``{figure}`` whose argument ``notebook/name`` becomes
-``results/<notebook>/<scale>/<name>.png``.
+``results/<notebook>/<scale>/<name>.png``. Directive ``{result-table}`` — ``notebook/name [title]``
+renders ``results/<notebook>/<scale>/<name>.csv`` (written by ``Run.table``).
 
-The scale is ``THESISLIB_BOOK_SCALE`` (``python -m thesislib.reproduce`` sets it), default ``cpu``.
-Directive ``{result-table}`` — ``notebook/name`` renders ``results/<notebook>/<scale>/<name>.csv``
-(written by :func:`thesislib.results.save_table`).
-
-A missing file or key is a build error, so the book never shows a stale or invented number.
+The layout and the environment come from :mod:`thesislib.results` (one definition):
+``THESISLIB_RESULTS`` moves the results folder (it may lie outside the book's sources),
+``THESISLIB_BOOK_SCALE`` picks the scale (``python -m thesislib.reproduce`` sets it), default ``cpu``.
+A missing file or key is a build error naming the page, the key, the results file and the notebook
+that produces it, so the book never shows a stale or invented number.
 """
 
 from __future__ import annotations
@@ -24,38 +27,52 @@ from pathlib import Path
 from typing import Any
 
 from docutils import nodes
-from sphinx.application import Sphinx
 from docutils.parsers.rst.directives.tables import CSVTable
+from sphinx.application import Sphinx
 from sphinx.directives.patches import Figure
 from sphinx.util.docutils import SphinxRole
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+from thesislib import results as _results
+from thesislib.results import book_scale  # noqa: F401  (re-exported: the scale the book quotes)
 
-
-def book_scale() -> str:
-    return os.environ.get("THESISLIB_BOOK_SCALE", "cpu")
+_SHOWN_KEYS = 8  # a missing key's error lists at most this many keys found at that level
 
 
 def lookup(record: Any, dotted: str) -> Any:
-    """Follow ``dotted`` through dicts and lists; a dict key may itself hold dots (``budgets.0.5``),
-    the longest key that matches wins."""
-    parts = dotted.split(".")
-    value, i = record, 0
-    while i < len(parts):
+    """Follow ``dotted`` through dicts (one key per dot-separated part) and lists (an integer index).
+
+    Raises ``KeyError`` for a missing key or a part that is not a list index, ``IndexError`` for an
+    index out of range, each naming the key path."""
+    value, walked = record, []
+    for part in dotted.split("."):
+        here = ".".join(walked) or "the top level"
         if isinstance(value, list):
-            value, i = value[int(parts[i])], i + 1
-            continue
-        if isinstance(value, dict):
-            for j in range(len(parts), i, -1):
-                key = ".".join(parts[i:j])
-                if key in value:
-                    value, i = value[key], j
-                    break
-            else:
-                raise KeyError(f"no key {parts[i]!r} on the way to {dotted!r}")
-            continue
-        raise KeyError(f"{'.'.join(parts[:i])!r} is a value, not a mapping, on the way to {dotted!r}")
+            try:
+                index = int(part)
+            except ValueError:
+                raise KeyError(f"{part!r} is not a list index at {here!r} on the way to {dotted!r}") from None
+            if not -len(value) <= index < len(value):
+                raise IndexError(f"index {index} out of range at {here!r} (a list of {len(value)}) "
+                                 f"on the way to {dotted!r}")
+            value = value[index]
+        elif isinstance(value, dict):
+            if part not in value:
+                raise KeyError(_missing_key(value, part, here, dotted))
+            value = value[part]
+        else:
+            raise KeyError(f"{'.'.join(walked)!r} is a value, not a mapping, on the way to {dotted!r}")
+        walked.append(part)
     return value
+
+
+def _missing_key(mapping: dict, part: str, here: str, dotted: str) -> str:
+    keys = list(mapping)
+    shown = ", ".join(map(str, keys[:_SHOWN_KEYS])) + (", …" if len(keys) > _SHOWN_KEYS else "")
+    text = f"no key {part!r} at {here!r} on the way to {dotted!r} (keys there: {shown or 'none'})"
+    if any("." in str(k) for k in keys):
+        text += ("; this file has keys with dots, written before result keys became plain identifiers "
+                 "(ratios as ratio_key(0.5) = 'r0_5'): rerun the notebook")
+    return text
 
 
 def format_value(value: Any, spec: str) -> str:
@@ -75,52 +92,89 @@ def format_value(value: Any, spec: str) -> str:
     return text.replace(".", ",") if isinstance(value, float) else text
 
 
+def _how_to_produce(notebook: str, scale: str) -> str:
+    return (f"the notebook notebooks/{notebook}.ipynb produces it: run "
+            f"`python -m thesislib.reproduce --scale {scale} --only {notebook}`")
+
+
 class ResultRole(SphinxRole):
     """``{result}`notebook:key|fmt``` → the number from results/<notebook>/<scale>.json."""
 
     def run(self):
         target, _, spec = self.text.partition("|")
-        notebook, _, key = target.partition(":")
-        path = REPO_ROOT / "results" / notebook / f"{book_scale()}.json"
+        notebook, colon, key = (part.strip() for part in target.partition(":"))
+        try:
+            if not colon or not notebook or not key:
+                raise ValueError("expected `notebook:dotted.key|format`, e.g. `capacity:results.best_spearman|.3f`")
+            scale = book_scale()
+            path = _results.result_path(notebook, scale)
+        except ValueError as error:
+            return self._error(f"{{result}}`{self.text}`: {error}")
         self.env.note_dependency(str(path))  # a new result re-reads this page on the next build
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            text = format_value(lookup(record, key.strip()), spec.strip())
+            text = format_value(lookup(record, key), spec.strip())
+        except FileNotFoundError:
+            return self._error(f"result key {key!r}: the results file {path} does not exist; "
+                               + _how_to_produce(notebook, scale))
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
-            message = self.inliner.reporter.error(
-                f"result {self.text!r}: {error} (file {path}); run `python -m thesislib.reproduce`",
-                line=self.lineno)
-            return [self.inliner.problematic(self.rawtext, self.rawtext, message)], [message]
+            reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+            return self._error(f"result key {key!r} from {path}: {reason}; " + _how_to_produce(notebook, scale))
         return [nodes.Text(text)], []
+
+    def _error(self, text: str):
+        message = self.inliner.reporter.error(f"page {self.env.docname}: {text}", line=self.lineno)
+        return [self.inliner.problematic(self.rawtext, self.rawtext, message)], [message]
+
+
+def _directive_error(directive: Any, text: str) -> list:
+    env = directive.state.document.settings.env
+    return [directive.state_machine.reporter.error(f"page {env.docname}: {text}", line=directive.lineno)]
+
+
+def _target(argument: str) -> tuple[str, str]:
+    notebook, slash, name = argument.partition("/")
+    if not slash or not notebook or not name:
+        raise ValueError(f"expected `notebook/name`, got {argument!r}")
+    return notebook, name
 
 
 class ResultFigure(Figure):
-    """``{result-figure} notebook/name`` → figure of results/<notebook>/<scale>/<name>.png."""
+    """``{result-figure} notebook/name`` → figure of results/<notebook>/<scale>/<name>.png.
+
+    The image is referenced relative to the book's source folder, so a ``THESISLIB_RESULTS`` outside
+    it works too (Sphinx copies the file into the build's image folder)."""
 
     def run(self):
-        notebook, _, name = self.arguments[0].partition("/")
-        relative = f"results/{notebook}/{book_scale()}/{name}.png"
-        if not (REPO_ROOT / relative).exists():
-            error = self.state_machine.reporter.error(
-                f"result figure {relative} does not exist; run `python -m thesislib.reproduce`", line=self.lineno)
-            return [error]
-        self.state.document.settings.env.note_dependency(str(REPO_ROOT / relative))
-        self.arguments[0] = "/" + relative
+        env = self.state.document.settings.env
+        try:
+            notebook, name = _target(self.arguments[0])
+            scale = book_scale()
+            path = _results.figure_path(notebook, scale, name, mkdir=False)
+        except ValueError as error:
+            return _directive_error(self, f"result figure {self.arguments[0]!r}: {error}")
+        if not path.is_file():
+            return _directive_error(self, f"result figure {path} does not exist; " + _how_to_produce(notebook, scale))
+        env.note_dependency(str(path))
+        self.arguments[0] = "/" + Path(os.path.relpath(path.resolve(), Path(env.srcdir).resolve())).as_posix()
         return super().run()
 
 
 class ResultTable(CSVTable):
-    """``{result-table} notebook/name`` → a table of results/<notebook>/<scale>/<name>.csv (header row first)."""
+    """``{result-table} notebook/name [title]`` → a table of results/<notebook>/<scale>/<name>.csv
+    (header row first)."""
 
     def run(self):
         target, _, title = self.arguments[0].partition(" ")
-        notebook, _, name = target.partition("/")
-        path = REPO_ROOT / "results" / notebook / book_scale() / f"{name}.csv"
-        if not path.exists():
-            error = self.state_machine.reporter.error(
-                f"result table {path} does not exist; run `python -m thesislib.reproduce`", line=self.lineno)
-            return [error]
-        self.options["file"] = str(path)
+        try:
+            notebook, name = _target(target)
+            scale = book_scale()
+            path = _results.table_path(notebook, scale, name, mkdir=False)
+        except ValueError as error:
+            return _directive_error(self, f"result table {target!r}: {error}")
+        if not path.is_file():
+            return _directive_error(self, f"result table {path} does not exist; " + _how_to_produce(notebook, scale))
+        self.options["file"] = str(path.resolve())
         self.options.setdefault("header-rows", 1)
         self.options.setdefault("encoding", "utf-8")
         self.arguments = [title.strip()] if title.strip() else []  # the rest of the line is the title
@@ -132,4 +186,4 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_role("result", ResultRole())
     app.add_directive("result-figure", ResultFigure)
     app.add_directive("result-table", ResultTable)
-    return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": "0.2", "parallel_read_safe": True, "parallel_write_safe": True}
