@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,6 +129,23 @@ class FakeCNet(nn.Module):
                 if widths[g.name] < 1:
                     raise ValueError("width < 1")
                 g.width = int(widths[g.name])
+
+    # the part of ContinuousNet's state API that knees and allocations use (capacity.ContinuousLike)
+    @property
+    def widths(self):
+        return {g.name: g.width for g in self.groups}
+
+    @property
+    def full_widths(self):
+        return {g.name: g.size for g in self.groups}
+
+    @contextlib.contextmanager
+    def preserved(self, parameters=False):
+        widths = self.widths
+        try:
+            yield self
+        finally:
+            self.resample(widths)
 
     def quality(self, model):
         self.calls += 1

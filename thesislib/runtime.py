@@ -54,3 +54,12 @@ def batch_targets(batch: Any) -> Any:
             if key in batch:
                 return batch[key]
     raise ValueError("this batch has no targets: a loader must yield (inputs, targets) pairs")
+
+
+def check_finite(model: nn.Module, what: str = "the network") -> None:
+    """``ValueError`` naming the first parameter or buffer of ``model`` that holds NaN or infinite values."""
+    for kind, tensors in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in tensors:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{what} has NaN or infinite values in {kind} {name!r}; "
+                                 "methods on it are undefined (check training / loading)")

@@ -3,7 +3,8 @@
 * :mod:`~thesislib.capacity.spectrum` — DCT-II power along the channel axis and the
   Nyquist width (smallest sample count keeping a fraction of the power);
 * :mod:`~thesislib.capacity.estimators` — per-group capacity of a continuous model
-  by the weight spectrum, the consumer-output error, or the feature-map spectrum;
+  by the weight spectrum, the consumer-output error, or the feature-map spectrum
+  (a registry of :class:`CapacityEstimator` objects, :data:`ESTIMATORS`);
 * :mod:`~thesislib.capacity.knee` — measured knees (bisection over one group's width)
   and the predicted-vs-knee table with Spearman correlation;
 * :mod:`~thesislib.capacity.profiling` — per-layer MACs and measured latency;
@@ -15,9 +16,10 @@
 """
 
 from thesislib.capacity.allocation import CostModel, allocate, proportional_widths, uniform_widths
-from thesislib.capacity.estimators import (METHODS, capacities, capacities_at, feature_spectra, group_capacity,
-                                           output_error, weight_spectrum)
-from thesislib.capacity.knee import KneeTable, compare, knee_table, knee_width
+from thesislib.capacity.estimators import (ESTIMATORS, METHODS, CapacityEstimator, capacities, capacities_at,
+                                           feature_spectra, group_capacity, output_error, register_estimator,
+                                           weight_spectrum)
+from thesislib.capacity.knee import ContinuousLike, KneeTable, compare, knee_table, knee_width
 from thesislib.capacity.profiling import LayerProfile, Profile, profile
 from thesislib.capacity.smoothing import smooth_finetune, sobolev_penalty
 from thesislib.capacity.spectrum import band_limited, combined_spectrum, nyquist_from_spectrum, nyquist_width, spectrum
@@ -25,6 +27,7 @@ from thesislib.capacity.spectrum import band_limited, combined_spectrum, nyquist
 __all__ = [
     "spectrum", "nyquist_width", "nyquist_from_spectrum", "combined_spectrum", "band_limited",
     "group_capacity", "capacities", "capacities_at", "weight_spectrum", "feature_spectra", "output_error", "METHODS",
+    "ESTIMATORS", "CapacityEstimator", "register_estimator", "ContinuousLike",
     "knee_width", "knee_table", "compare", "KneeTable",
     "profile", "Profile", "LayerProfile",
     "allocate", "uniform_widths", "proportional_widths", "CostModel",

@@ -37,9 +37,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
+from thesislib.capacity.knee import ContinuousLike
 from thesislib.capacity.profiling import Profile
+from thesislib.graph import Role
+
+if TYPE_CHECKING:
+    from thesislib.continuous import ContinuousNet
 
 COSTS = ("latency", "macs")
 
@@ -69,7 +74,7 @@ class _Layer:
 class CostModel:
     """Modelled cost of ``cnet`` at any ``{group: width}`` (see the module docstring)."""
 
-    def __init__(self, cnet: Any, profile: Profile, cost: str = "latency"):
+    def __init__(self, cnet: ContinuousLike, profile: Profile, cost: str = "latency"):
         check_cost(cost)
         self.sizes = {g.name: int(g.size) for g in cnet.groups}
         self.cost = cost
@@ -80,9 +85,9 @@ class CostModel:
         for group in cnet.groups:
             for member in group.members:
                 layer = layers.get(member.module_name)
-                if layer is None or member.role not in ("producer", "consumer"):
+                if layer is None or member.role not in (Role.PRODUCER, Role.CONSUMER):
                     continue
-                side = layer.producers if member.role == "producer" else layer.consumers
+                side = layer.producers if member.role == Role.PRODUCER else layer.consumers
                 if group.name not in side:
                     side.append(group.name)
         for name, layer in layers.items():     # attention modules follow their qkv projection
@@ -126,24 +131,23 @@ class CostModel:
         return sum(self.layer_cost(n, after) - self.layer_cost(n, widths) for n in self.by_group[group])
 
 
-def _resolve(cnet: Any, cost: str, profile: Profile | None, example_inputs: Any) -> CostModel:
+def _resolve(cnet: ContinuousLike, cost: str, profile: Profile | None, example_inputs: Any) -> CostModel:
     check_cost(cost)
     if profile is None:
         profile = profile_continuous(cnet, example_inputs)
     return CostModel(cnet, profile, cost)
 
 
-def profile_continuous(cnet: Any, example_inputs: Any = None, **kwargs: Any) -> Profile:
+def profile_continuous(cnet: ContinuousNet, example_inputs: Any = None, **kwargs: Any) -> Profile:
     """Profile of ``cnet`` exported at full width (``example_inputs`` or ``cnet.example_inputs``)."""
-    from thesislib.capacity.knee import full_widths, preserved_state
     from thesislib.capacity.profiling import profile
 
     if example_inputs is None:
         example_inputs = getattr(cnet, "example_inputs", None)
     if example_inputs is None:
         raise ValueError("allocate needs a profile= or example_inputs= to measure the model's cost")
-    with preserved_state(cnet):
-        cnet.resample(full_widths(cnet), antialias=False)
+    with cnet.preserved():
+        cnet.resample(1.0, antialias=False)
         plain = cnet.export()
     return profile(plain, example_inputs, **kwargs)
 
@@ -154,6 +158,12 @@ def _min_check(model: CostModel, budget: float) -> None:
     if reachable > budget:
         raise ValueError(f"no width assignment meets budget {budget:.4g}: the minimum reachable "
                          f"{model.cost} fraction (every group at width 1) is {reachable:.4g}")
+
+
+def _check_capacity(capacity: Mapping[str, float]) -> None:
+    bad = {g: c for g, c in capacity.items() if not (math.isfinite(float(c)) and float(c) > 0)}
+    if bad:
+        raise ValueError(f"capacities must be finite positive widths, got {bad}")
 
 
 def _step_of(step: int | float, size: int) -> int:
@@ -174,7 +184,7 @@ def _loss(w_from: int, w_to: int, c: float, oversampled_weight: float, n: int) -
     return importance(w_from, c, n, oversampled_weight) - importance(w_to, c, n, oversampled_weight)
 
 
-def allocate(cnet: Any, budget: float, cost: str = "latency", capacity: Mapping[str, int] | None = None,
+def allocate(cnet: ContinuousLike, budget: float, cost: str = "latency", capacity: Mapping[str, int] | None = None,
              profile: Profile | None = None, step: int | float = 1, example_inputs: Any = None,
              oversampled_weight: float = 0.01, energy: float = 0.99, method: str = "weights") -> dict[str, int]:
     """Per-group widths whose modelled ``cost`` is at most ``budget`` of the full model's.
@@ -193,6 +203,7 @@ def allocate(cnet: Any, budget: float, cost: str = "latency", capacity: Mapping[
     if capacity is None:
         from thesislib.capacity.estimators import capacities
         capacity = capacities(cnet, energy=energy, method=method)
+    _check_capacity(capacity)
     caps = {g: min(float(n), max(1.0, float(capacity.get(g, n)))) for g, n in model.sizes.items()}
     steps = {g: _step_of(step, n) for g, n in model.sizes.items()}
     widths = dict(model.sizes)
@@ -232,7 +243,7 @@ def allocate(cnet: Any, budget: float, cost: str = "latency", capacity: Mapping[
     return widths
 
 
-def proportional_widths(cnet: Any, budget: float, capacity: Mapping[str, float], cost: str = "macs",
+def proportional_widths(cnet: ContinuousLike, budget: float, capacity: Mapping[str, float], cost: str = "macs",
                         profile: Profile | None = None, example_inputs: Any = None) -> dict[str, int]:
     """Widths ``clip(round(a * capacity[g]), 1, size)`` with the largest ``a`` meeting the budget.
 
@@ -242,6 +253,7 @@ def proportional_widths(cnet: Any, budget: float, capacity: Mapping[str, float],
     budget = check_budget(budget)
     model = _resolve(cnet, cost, profile, example_inputs)
     _min_check(model, budget)
+    _check_capacity(capacity)
     caps = {g: max(1e-9, float(capacity.get(g, n))) for g, n in model.sizes.items()}
 
     def widths_at(a: float) -> dict[str, int]:
@@ -260,8 +272,7 @@ def proportional_widths(cnet: Any, budget: float, capacity: Mapping[str, float],
     return widths_at(lo)
 
 
-def uniform_widths(cnet: Any, budget: float, cost: str = "macs", profile: Profile | None = None,
+def uniform_widths(cnet: ContinuousLike, budget: float, cost: str = "macs", profile: Profile | None = None,
                    example_inputs: Any = None) -> dict[str, int]:
     """The same width ratio for every group (rounded), the largest that meets the budget."""
-    sizes = {g.name: int(g.size) for g in cnet.groups}
-    return proportional_widths(cnet, budget, sizes, cost, profile, example_inputs)
+    return proportional_widths(cnet, budget, dict(cnet.full_widths), cost, profile, example_inputs)

@@ -21,49 +21,90 @@ or run the permuted model at full width):
                maps the group's consumers read (calibration data, full width),
                along their channel axis — the spectrum of the signal the channel
                function is applied to, rather than of the function itself.
+
+Each estimator is a :class:`CapacityEstimator` in :data:`ESTIMATORS` (name, whether it needs
+calibration data, an ``estimate`` of several groups at several energies); :data:`METHODS` lists them and
+:func:`capacities` / :func:`capacities_at` / :func:`group_capacity` look them up there. A new estimator
+is one :func:`register_estimator` call.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from thesislib.capacity.knee import bisect_smallest, full_widths, group_by_name, preserved_state
+from thesislib.capacity.knee import bisect_smallest, group_by_name
 from thesislib.capacity.spectrum import check_energy, combined_spectrum, nyquist_from_spectrum
+from thesislib.graph import Role
+from thesislib.runtime import batch_inputs, check_finite, model_device
 
-METHODS = ("weights", "output", "features")
-ROLES = ("producer", "consumer")
+if TYPE_CHECKING:
+    from thesislib.continuous import ContinuousNet
+
+ROLES = (Role.PRODUCER, Role.CONSUMER)
+
+#: ``estimate(cnet, groups, energies, calib, batches) -> {energy: {group: width}}``.
+EstimateFn = Callable[["ContinuousNet", list[str], list[float], Any, int], dict[float, dict[str, int]]]
 
 
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown capacity method {method!r}: choose one of {', '.join(METHODS)}")
-    return method
+@dataclass(frozen=True)
+class CapacityEstimator:
+    """One capacity estimator: its name, whether it reads calibration data, and its ``estimate`` of every
+    asked group's width at several energies at once (shared spectra / evaluations)."""
+
+    name: str
+    needs_calibration: bool
+    estimate: EstimateFn
+    description: str
+
+
+_ESTIMATORS: dict[str, CapacityEstimator] = {}
+#: Every registered estimator by name, in registration order (a live read-only view).
+ESTIMATORS: Mapping[str, CapacityEstimator] = MappingProxyType(_ESTIMATORS)
+
+
+def register_estimator(estimator: CapacityEstimator) -> CapacityEstimator:
+    """Add ``estimator`` to the registry (``ValueError`` when the name is taken); returns it."""
+    if not isinstance(estimator, CapacityEstimator):
+        raise ValueError(f"register_estimator takes a CapacityEstimator, got {type(estimator).__name__}")
+    if estimator.name in _ESTIMATORS:
+        raise ValueError(f"capacity estimator {estimator.name!r} is already registered")
+    _ESTIMATORS[estimator.name] = estimator
+    return estimator
+
+
+def check_method(method: str, calib: Any = None, needs: bool = False) -> CapacityEstimator:
+    """The registered estimator called ``method`` (``ValueError`` listing the valid ones); with
+    ``needs=True`` also refuse one that needs calibration data when ``calib`` is None."""
+    if not isinstance(method, str) or method not in _ESTIMATORS:
+        raise ValueError(f"unknown capacity method {method!r}: choose one of {', '.join(_ESTIMATORS)}")
+    estimator = _ESTIMATORS[method]
+    if needs and estimator.needs_calibration and calib is None:
+        raise ValueError(f"capacity method {method!r} needs calibration data: pass calib=<tensor or loader>")
+    return estimator
 
 
 def calibration_batches(calib: Any, batches: int = 1) -> list[torch.Tensor]:
-    """Input tensors from ``calib``: a tensor (one batch), or an iterable of ``x`` / ``(x, y, ...)``."""
+    """Input tensors from ``calib``: a tensor (one batch), or an iterable of batches
+    (:func:`thesislib.runtime.batch_inputs`: ``x``, ``(x, y, ...)`` or a dict)."""
     if calib is None:
         raise ValueError("this capacity method needs calibration data: pass calib=<tensor or loader>")
     if isinstance(calib, torch.Tensor):
         return [calib]
     out = []
     for item in calib:
-        out.append(item[0] if isinstance(item, (tuple, list)) else item)
+        out.append(batch_inputs(item))
         if len(out) >= batches:
             break
     if not out:
         raise ValueError("calib gave no batches")
     return out
-
-
-def _device(cnet: nn.Module) -> torch.device:
-    p = next(cnet.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def resolve_module(cnet: nn.Module, name: str) -> nn.Module | None:
@@ -79,7 +120,7 @@ def resolve_module(cnet: nn.Module, name: str) -> nn.Module | None:
     return None
 
 
-def weight_spectrum(cnet: Any, group: str, roles: Sequence[str] = ROLES) -> np.ndarray:
+def weight_spectrum(cnet: ContinuousNet, group: str, roles: Sequence[str] = ROLES) -> np.ndarray:
     """Mean normalised DCT power of the group's producer/consumer control points (length = size)."""
     pairs = [(t, m.dim) for m, t in cnet.group_tensors(group) if m.role in roles]
     if not pairs:
@@ -102,7 +143,7 @@ def _channel_axis(module: nn.Module, x: torch.Tensor, size: int) -> int | None:
 
 
 @torch.no_grad()
-def _consumer_inputs(cnet: nn.Module, names: Iterable[str], calib: Any, batches: int) -> dict[str, list]:
+def _consumer_inputs(cnet: ContinuousNet, names: Iterable[str], calib: Any, batches: int) -> dict[str, list]:
     """``{module_name: [(module, first input tensor) per batch]}`` at the current widths."""
     captured: dict[str, list] = {}
     handles = []
@@ -116,7 +157,7 @@ def _consumer_inputs(cnet: nn.Module, names: Iterable[str], calib: Any, batches:
             if args and isinstance(args[0], torch.Tensor):
                 captured[_name].append((mod, args[0].detach()))
         handles.append(module.register_forward_pre_hook(hook))
-    device = _device(cnet)
+    device = model_device(cnet)
     was_training = cnet.training
     cnet.eval()
     try:
@@ -129,7 +170,7 @@ def _consumer_inputs(cnet: nn.Module, names: Iterable[str], calib: Any, batches:
     return captured
 
 
-def feature_spectra(cnet: Any, calib: Any, groups: Sequence[str] | None = None,
+def feature_spectra(cnet: ContinuousNet, calib: Any, groups: Sequence[str] | None = None,
                     batches: int = 1) -> dict[str, np.ndarray]:
     """Mean normalised DCT power, along the channel axis, of the inputs of each group's consumers.
 
@@ -137,10 +178,10 @@ def feature_spectra(cnet: Any, calib: Any, groups: Sequence[str] | None = None,
     group's channel count) are left out.
     """
     names = list(groups) if groups is not None else [g.name for g in cnet.groups]
-    consumers = {n: [m.module_name for m in group_by_name(cnet, n).members if m.role == "consumer"]
+    consumers = {n: [m.module_name for m in group_by_name(cnet, n).members if m.role == Role.CONSUMER]
                  for n in names}
-    with preserved_state(cnet):
-        cnet.resample(full_widths(cnet), antialias=False)
+    with cnet.preserved():
+        cnet.resample(1.0, antialias=False)
         inputs = _consumer_inputs(cnet, [c for cs in consumers.values() for c in cs], calib, batches)
     out: dict[str, np.ndarray] = {}
     for n in names:
@@ -163,13 +204,13 @@ class _Stop(Exception):
 class _OutputProbe:
     """Consumer outputs of one group on calibration inputs, at full width and at any width."""
 
-    def __init__(self, cnet: Any, group: str, calib: Any, batches: int = 1):
+    def __init__(self, cnet: ContinuousNet, group: str, calib: Any, batches: int = 1):
         g = group_by_name(cnet, group)
         self.cnet, self.group = cnet, group
-        self.xs = [x.to(_device(cnet)) for x in calibration_batches(calib, batches)]
-        modules = [resolve_module(cnet, m.module_name) for m in g.members if m.role == "consumer"]
+        self.xs = [x.to(model_device(cnet)) for x in calibration_batches(calib, batches)]
+        modules = [resolve_module(cnet, m.module_name) for m in g.members if m.role == Role.CONSUMER]
         self.modules = list({id(m): m for m in modules if m is not None}.values())
-        self.full = full_widths(cnet)
+        self.full = cnet.full_widths
         self.reference: list[torch.Tensor] | None = None
         self.power = 0.0
         self.cache: dict[tuple[int, bool], float] = {}
@@ -202,7 +243,7 @@ class _OutputProbe:
         return got
 
     def error(self, width: int, antialias: bool = True) -> float:
-        """Relative squared error at ``width`` (call inside ``preserved_state``; cached per width)."""
+        """Relative squared error at ``width`` (call inside ``cnet.preserved()``; cached per width)."""
         if (int(width), antialias) in self.cache:
             return self.cache[int(width), antialias]
         self.cnet.eval()
@@ -217,17 +258,17 @@ class _OutputProbe:
         return self.cache[int(width), antialias]
 
 
-def output_error(cnet: Any, group: str, widths: Sequence[int], calib: Any, batches: int = 1,
+def output_error(cnet: ContinuousNet, group: str, widths: Sequence[int], calib: Any, batches: int = 1,
                  antialias: bool = True) -> dict[int, float]:
     """Relative squared error ``||y_w - y||^2 / ||y||^2`` of the group's consumer outputs, the group
     alone at each width ``w`` (others full). Falls back to the network output when no consumer
     module can be hooked. ``cnet`` is restored afterwards."""
     probe = _OutputProbe(cnet, group, calib, batches)
-    with preserved_state(cnet):
+    with cnet.preserved():
         return {int(w): probe.error(int(w), antialias) for w in widths}
 
 
-def output_capacity(cnet: Any, group: str, calib: Any, energy: float | Sequence[float] = 0.99,
+def output_capacity(cnet: ContinuousNet, group: str, calib: Any, energy: float | Sequence[float] = 0.99,
                     batches: int = 1, antialias: bool = True) -> int | list[int]:
     """Smallest width whose consumer-output relative squared error is at most ``1 - energy`` (bisection).
 
@@ -236,68 +277,82 @@ def output_capacity(cnet: Any, group: str, calib: Any, energy: float | Sequence[
     energies = [check_energy(e) for e in (energy if isinstance(energy, (list, tuple)) else [energy])]
     size = int(group_by_name(cnet, group).size)
     probe = _OutputProbe(cnet, group, calib, batches)
-    with preserved_state(cnet):
+    with cnet.preserved():
         widths = [bisect_smallest(lambda w: probe.error(w, antialias) <= 1.0 - e, 1, size) for e in energies]
     return widths if isinstance(energy, (list, tuple)) else widths[0]
 
 
-def group_capacity(cnet: Any, group_name: str, energy: float = 0.99, method: str = "weights",
-                   calib: Any = None, batches: int = 1) -> int:
-    """Capacity (a width in ``[1, size]``) of one group by ``method`` (see the module docstring)."""
-    energy = check_energy(energy)
-    check_method(method)
-    group_by_name(cnet, group_name)
-    if method == "weights":
-        return nyquist_from_spectrum(weight_spectrum(cnet, group_name), energy)
-    if method == "output":
-        return output_capacity(cnet, group_name, calib, energy, batches)
-    spectra = feature_spectra(cnet, calib, [group_name], batches)
-    if group_name not in spectra:
-        warnings.warn(f"group {group_name!r}: no consumer input to take a feature spectrum of; "
-                      "using the weight spectrum", stacklevel=2)
-        return nyquist_from_spectrum(weight_spectrum(cnet, group_name), energy)
-    return nyquist_from_spectrum(spectra[group_name], energy)
-
-
-def capacities(cnet: Any, energy: float = 0.99, method: str = "weights", calib: Any = None,
-               batches: int = 1, groups: Sequence[str] | None = None) -> dict[str, int]:
-    """``{group: capacity}`` for every group (or ``groups``); one calibration pass for ``features``."""
-    energy = check_energy(energy)
-    check_method(method)
+def _names(cnet: ContinuousNet, groups: Sequence[str] | None) -> list[str]:
     names = list(groups) if groups is not None else [g.name for g in cnet.groups]
-    if method == "features":
-        spectra = feature_spectra(cnet, calib, names, batches)
-        out = {}
-        for n in names:
-            spec = spectra.get(n)
-            if spec is None:
-                warnings.warn(f"group {n!r}: no consumer input to take a feature spectrum of; "
-                              "using the weight spectrum", stacklevel=2)
-                spec = weight_spectrum(cnet, n)
-            out[n] = nyquist_from_spectrum(spec, energy)
-        return out
-    return {n: group_capacity(cnet, n, energy, method, calib, batches) for n in names}
-
-
-def capacities_at(cnet: Any, energies: Sequence[float], method: str = "weights", calib: Any = None,
-                  batches: int = 1, groups: Sequence[str] | None = None) -> dict[float, dict[str, int]]:
-    """``{energy: {group: capacity}}`` for several energies, sharing spectra and output evaluations."""
-    energies = [check_energy(e) for e in energies]
-    check_method(method)
-    names = list(groups) if groups is not None else [g.name for g in cnet.groups]
-    out: dict[float, dict[str, int]] = {e: {} for e in energies}
-    if method == "output":
-        for n in names:
-            for e, w in zip(energies, output_capacity(cnet, n, calib, list(energies), batches)):
-                out[e][n] = w
-        return out
-    spectra = feature_spectra(cnet, calib, names, batches) if method == "features" else {}
     for n in names:
-        spec = spectra.get(n) if method == "features" else weight_spectrum(cnet, n)
+        group_by_name(cnet, n)
+    return names
+
+
+def _from_spectra(cnet: ContinuousNet, names: list[str], energies: list[float],
+                  spectra: Mapping[str, np.ndarray] | None) -> dict[float, dict[str, int]]:
+    """Nyquist widths of ``spectra`` (the weight spectrum where ``spectra`` is None or lacks a group)."""
+    out: dict[float, dict[str, int]] = {e: {} for e in energies}
+    for n in names:
+        spec = spectra.get(n) if spectra is not None else weight_spectrum(cnet, n)
         if spec is None:
             warnings.warn(f"group {n!r}: no consumer input to take a feature spectrum of; "
-                          "using the weight spectrum", stacklevel=2)
+                          "using the weight spectrum", stacklevel=4)
             spec = weight_spectrum(cnet, n)
         for e in energies:
             out[e][n] = nyquist_from_spectrum(spec, e)
     return out
+
+
+def _weights(cnet: ContinuousNet, names: list[str], energies: list[float], calib: Any,
+             batches: int) -> dict[float, dict[str, int]]:
+    return _from_spectra(cnet, names, energies, None)
+
+
+def _output(cnet: ContinuousNet, names: list[str], energies: list[float], calib: Any,
+            batches: int) -> dict[float, dict[str, int]]:
+    out: dict[float, dict[str, int]] = {e: {} for e in energies}
+    for n in names:
+        for e, w in zip(energies, output_capacity(cnet, n, calib, list(energies), batches)):
+            out[e][n] = w
+    return out
+
+
+def _features(cnet: ContinuousNet, names: list[str], energies: list[float], calib: Any,
+              batches: int) -> dict[float, dict[str, int]]:
+    return _from_spectra(cnet, names, energies, feature_spectra(cnet, calib, names, batches))
+
+
+for _estimator in (
+    CapacityEstimator("weights", False, _weights, "Nyquist width of the group's weight spectrum (data-free)"),
+    CapacityEstimator("output", True, _output, "smallest width keeping the consumer outputs within 1 - energy"),
+    CapacityEstimator("features", True, _features, "Nyquist width of the spectrum of the consumers' input maps"),
+):
+    register_estimator(_estimator)
+del _estimator
+
+#: The built-in estimators, in registration order.
+METHODS: tuple[str, ...] = tuple(_ESTIMATORS)
+
+
+def capacities_at(cnet: ContinuousNet, energies: Sequence[float], method: str = "weights", calib: Any = None,
+                  batches: int = 1, groups: Sequence[str] | None = None) -> dict[float, dict[str, int]]:
+    """``{energy: {group: capacity}}`` for several energies, sharing spectra and output evaluations."""
+    energies = [check_energy(e) for e in energies]
+    estimator = check_method(method, calib, needs=True)
+    check_finite(cnet, "cnet")
+    return estimator.estimate(cnet, _names(cnet, groups), energies, calib, batches)
+
+
+def capacities(cnet: ContinuousNet, energy: float = 0.99, method: str = "weights", calib: Any = None,
+               batches: int = 1, groups: Sequence[str] | None = None) -> dict[str, int]:
+    """``{group: capacity}`` for every group (or ``groups``) by ``method`` (see the module docstring and
+    :data:`ESTIMATORS`); one calibration pass for ``features``."""
+    energy = check_energy(energy)
+    return capacities_at(cnet, [energy], method, calib, batches, groups)[energy]
+
+
+def group_capacity(cnet: ContinuousNet, group_name: str, energy: float = 0.99, method: str = "weights",
+                   calib: Any = None, batches: int = 1) -> int:
+    """Capacity (a width in ``[1, size]``) of one group by ``method`` (see the module docstring)."""
+    return capacities(cnet, energy, method, calib, batches, [group_name])[group_name]

@@ -10,20 +10,42 @@ result one of possibly several crossings, still a width that passes).
 
 from __future__ import annotations
 
-import copy
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import scipy.stats
 from torch import nn
 
+from thesislib.runtime import check_finite
+
 Evaluate = Callable[[nn.Module], float]
 Recalibrate = Callable[[nn.Module], None]
 
 
-def group_by_name(cnet: Any, name: str) -> Any:
+class ContinuousLike(Protocol):
+    """What knees and allocations use of a continuous net (:class:`thesislib.continuous.ContinuousNet`
+    has it all; the tests' fakes implement just this)."""
+
+    @property
+    def groups(self) -> Sequence[Any]: ...
+
+    @property
+    def widths(self) -> dict[str, int]: ...
+
+    @property
+    def full_widths(self) -> dict[str, int]: ...
+
+    def resample(self, ratio_or_dict: Any, antialias: bool = True) -> Any: ...
+
+    def preserved(self, parameters: bool = False) -> AbstractContextManager[Any]: ...
+
+    def eval(self) -> Any: ...
+
+
+def group_by_name(cnet: ContinuousLike, name: str) -> Any:
     """The channel group of ``cnet`` called ``name``; ``ValueError`` listing the valid names."""
     for group in cnet.groups:
         if group.name == name:
@@ -31,52 +53,30 @@ def group_by_name(cnet: Any, name: str) -> Any:
     raise ValueError(f"unknown group {name!r}; groups: {[g.name for g in cnet.groups]}")
 
 
-def current_widths(cnet: Any) -> dict[str, int]:
-    """``{group_name: current width}`` of ``cnet``."""
-    return {g.name: int(g.width) for g in cnet.groups}
+def full_widths(cnet: ContinuousLike) -> dict[str, int]:
+    """``{group_name: original size}`` of ``cnet`` (``cnet.full_widths``)."""
+    return dict(cnet.full_widths)
 
 
-def full_widths(cnet: Any) -> dict[str, int]:
-    """``{group_name: original size}`` of ``cnet``."""
-    return {g.name: int(g.size) for g in cnet.groups}
+def preserved_state(cnet: ContinuousLike) -> AbstractContextManager[Any]:
+    """``cnet.preserved(parameters=True)``: widths, sampling mode, recalibrated statistics, train/eval mode
+    and control points are restored on exit (a recalibration or a fine-tuning inside may rewrite them)."""
+    return cnet.preserved(parameters=True)
 
 
-class preserved_state:
-    """Context manager: restore ``cnet``'s widths and ``state_dict`` on exit.
-
-    Recalibration rewrites BatchNorm statistics, so widths alone are not enough.
-    Widths are restored first (so tensor shapes match), then the state.
-    """
-
-    def __init__(self, cnet: Any):
-        self.cnet = cnet
-
-    #: ContinuousNet keeps recalibrated BatchNorm statistics and its sampling mode outside the
-    #: state_dict; they are saved and restored too when present.
-    _EXTRA = ("_overrides", "_override_key", "_antialias")
-
-    def __enter__(self) -> Any:
-        self.widths = current_widths(self.cnet)
-        self.training = self.cnet.training
-        self.state = copy.deepcopy(self.cnet.state_dict())
-        self.extra = {a: copy.copy(getattr(self.cnet, a)) for a in self._EXTRA if hasattr(self.cnet, a)}
-        return self.cnet
-
-    def __exit__(self, *exc: Any) -> None:
-        self.cnet.resample(self.widths, antialias=bool(self.extra.get("_antialias", True)))
-        self.cnet.load_state_dict(self.state)
-        for attr, value in self.extra.items():
-            setattr(self.cnet, attr, value)
-        self.cnet.train(self.training)
-
-
-def _quality(cnet: Any, widths: Mapping[str, int], evaluate: Evaluate, antialias: bool,
+def _quality(cnet: ContinuousLike, widths: Mapping[str, int], evaluate: Evaluate, antialias: bool,
              recalibrate: Recalibrate | None) -> float:
     cnet.resample(dict(widths), antialias=antialias)
     if recalibrate is not None:
         recalibrate(cnet)
     cnet.eval()
     return float(evaluate(cnet))
+
+
+def _check_quality(value: float, where: str) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"evaluate returned {value} at {where}: a knee needs a finite quality "
+                         "(NaN weights or an empty evaluation set?)")
 
 
 def bisect_smallest(passes: Callable[[int], bool], lo: int, hi: int, steps: int | None = None) -> int:
@@ -107,7 +107,7 @@ def width_grid(size: int, grid: int | None) -> list[int]:
     return sorted({-(-i * size // grid) for i in range(1, grid + 1)})
 
 
-def knee_width(cnet: Any, group: str, evaluate: Evaluate, tol: float = 0.01, antialias: bool = True,
+def knee_width(cnet: ContinuousLike, group: str, evaluate: Evaluate, tol: float = 0.01, antialias: bool = True,
                recalibrate: Recalibrate | None = None, steps: int | None = None,
                reference: float | None = None, grid: int | None = None) -> int:
     """Smallest width of ``group`` alone whose quality is at least ``full - tol``.
@@ -125,10 +125,13 @@ def knee_width(cnet: Any, group: str, evaluate: Evaluate, tol: float = 0.01, ant
     if tol < 0 or not math.isfinite(tol):
         raise ValueError(f"tol must be a finite non-negative quality drop, got {tol}")
     size = int(group_by_name(cnet, group).size)
-    full = full_widths(cnet)
-    with preserved_state(cnet):
+    if isinstance(cnet, nn.Module):
+        check_finite(cnet, "cnet")
+    full = cnet.full_widths
+    with cnet.preserved(parameters=True):
         if reference is None:
             reference = _quality(cnet, full, evaluate, antialias, recalibrate)
+        _check_quality(reference, "full width")
 
         candidates = width_grid(size, grid)
 
@@ -220,7 +223,7 @@ def compare(predicted: Mapping[str, Mapping[str, int]], knees: Mapping[str, int]
     return table
 
 
-def knee_table(cnet: Any, evaluate: Evaluate, predicted: Mapping[str, Mapping[str, int]],
+def knee_table(cnet: ContinuousLike, evaluate: Evaluate, predicted: Mapping[str, Mapping[str, int]],
                groups: Sequence[str] | None = None, tol: float = 0.01, antialias: bool = True,
                recalibrate: Recalibrate | None = None, steps: int | None = None,
                grid: int | None = None) -> KneeTable:
@@ -231,7 +234,7 @@ def knee_table(cnet: Any, evaluate: Evaluate, predicted: Mapping[str, Mapping[st
     """
     names = list(groups) if groups is not None else [g.name for g in cnet.groups]
     sizes = {n: int(group_by_name(cnet, n).size) for n in names}
-    with preserved_state(cnet):
-        reference = _quality(cnet, full_widths(cnet), evaluate, antialias, recalibrate)
+    with cnet.preserved(parameters=True):
+        reference = _quality(cnet, cnet.full_widths, evaluate, antialias, recalibrate)
     knees = {n: knee_width(cnet, n, evaluate, tol, antialias, recalibrate, steps, reference, grid) for n in names}
     return compare(predicted, knees, sizes)

@@ -17,8 +17,11 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from thesislib.graph import keep_count
+
 from . import importance
 from .calibration import model_device, split_batch, task_loss
+from .pruner import top_k_per_partition
 from .structural import analyse, remove_channels, restore_spectral_norm
 
 
@@ -86,11 +89,7 @@ def prune_in_place(model: nn.Module, kept: dict[str, int], example_inputs: torch
         if target >= g.size:
             continue
         per = max(1, target // len(g.partitions))
-        keep = []
-        for part in g.partitions:
-            order = torch.argsort(-scores[g.name][part], stable=True)[:per]
-            keep += [part[int(i)] for i in order]
-        remove_channels(structure, g, keep)
+        remove_channels(structure, g, top_k_per_partition(scores[g.name], g.partitions, [per] * len(g.partitions)))
     restore_spectral_norm(structure.spectral)
     model.train(was_training)
 
@@ -124,7 +123,7 @@ def fine_tune(model: nn.Module, loader: Iterable, steps: int, schedule: GMPSched
 
     def gmp_step(ratio: float) -> bool:
         current = {g.name: g.size for g in analyse(copy.deepcopy(model).eval(), example, ignored_layers).groups}
-        target = {n: max(1, round(ratio * s)) for n, s in sizes.items()}
+        target = {n: keep_count(ratio, s) for n, s in sizes.items()}
         if all(current.get(n, 0) <= t for n, t in target.items()):
             return False
         prune_in_place(model, target, example, ignored_layers)
