@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from thesislib.capacity.knee import ContinuousLike
 from thesislib.capacity.profiling import Profile
-from thesislib.graph import Role
+from thesislib.graph import Role, keep_count
 
 if TYPE_CHECKING:
     from thesislib.continuous import ContinuousNet
@@ -168,7 +168,7 @@ def _check_capacity(capacity: Mapping[str, float]) -> None:
 
 def _step_of(step: int | float, size: int) -> int:
     if isinstance(step, float) and 0 < step < 1:
-        return max(1, int(round(step * size)))
+        return keep_count(step, size)
     if int(step) != step or step < 1:
         raise ValueError(f"step must be a positive int (channels) or a float in (0, 1) (fraction), got {step}")
     return int(step)
