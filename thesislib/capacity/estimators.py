@@ -107,7 +107,7 @@ def calibration_batches(calib: Any, batches: int = 1) -> list[torch.Tensor]:
     return out
 
 
-def resolve_module(cnet: nn.Module, name: str) -> nn.Module | None:
+def resolve_module(cnet: ContinuousNet, name: str) -> nn.Module | None:
     """The submodule of ``cnet`` that runs the member ``name`` (original model path), or None."""
     candidates = [name]
     for attr in ("net", "model", "module", "network"):
