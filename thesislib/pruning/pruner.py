@@ -334,7 +334,6 @@ METHODS: tuple[str, ...] = tuple(_REGISTRY)
 NEEDS_CALIB: frozenset[str] = frozenset(n for n, m in _REGISTRY.items() if m.needs_calibration)
 #: Built-in methods whose scores choose the kept channels (scores reusable across ratios).
 SCORED: tuple[str, ...] = tuple(n for n, m in _REGISTRY.items() if m.selects_by_score)
-_SCORED = SCORED  # the old private name, still imported by pruning/compare.py
 
 
 def prune(net: nn.Module, method: str, ratio: float | Mapping[str, float], example_inputs: torch.Tensor,
