@@ -214,7 +214,8 @@ def test_bad_input_is_refused() -> None:
 
 
 def test_sweep_measures_every_method_and_ratio() -> None:
-    from thesislib.pruning.compare import first_images, summary_table, sweep
+    from thesislib.experiments.baselines import first_images, summary_table
+    from thesislib.experiments.baselines import prune_all as sweep
 
     net = _resnet()
     x, calib = _data()
@@ -276,15 +277,15 @@ def test_obs_patches_equal_unfold(kwargs: dict) -> None:
 
 
 def test_by_method_and_table_rows_pivot_records_exactly():
-    from thesislib.pruning.compare import by_method, summary_table, table_rows
+    from thesislib.experiments.baselines import by_method, summary_table, table_rows
 
     records = [{"method": "l1", "ratio": 0.5, "accuracy": 0.25, "macs": 10},
                {"method": "l1", "ratio": 1.0, "accuracy": 0.75, "macs": 40},
                {"method": "fold", "ratio": 1.0, "accuracy": 0.75, "macs": 40},
                {"method": "fold", "ratio": 0.5, "error": "failed"}]
-    assert by_method(records) == {"l1": {"1": 0.75, "0.5": 0.25}, "fold": {"1": 0.75}}
-    assert by_method(records, "macs")["l1"] == {"1": 40, "0.5": 10}
-    assert table_rows(records) == [{"method": "l1", "1": 75.0, "0.5": 25.0},
-                                   {"method": "fold", "1": 75.0, "0.5": "—"}]
+    assert by_method(records) == {"l1": {"r1": 0.75, "r0_5": 0.25}, "fold": {"r1": 0.75}}
+    assert by_method(records, "macs")["l1"] == {"r1": 40, "r0_5": 10}
+    assert table_rows(records) == [{"method": "l1", "r1": 75.0, "r0_5": 25.0},
+                                   {"method": "fold", "r1": 75.0, "r0_5": "—"}]
     text = summary_table(records).splitlines()
     assert text[1].split() == ["l1", "75.0", "25.0"] and text[2].split() == ["fold", "75.0", "—"]

@@ -1,4 +1,4 @@
-"""Tests of the super-resolution experiment (thesislib.sr_experiment): tiny models, tiny images."""
+"""Tests of the super-resolution experiment (thesislib.experiments.super_resolution): tiny models, tiny images."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import torch
 from thesislib.data.sr import SRImages, SRPatches, bicubic_lr
 from thesislib.metrics import psnr, ssim
 from thesislib.models import edsr
-from thesislib.sr_experiment import (SR_METHODS, SR_SETTINGS, Bicubic, center_crop, compress, eval_pairs,
-                                     evaluate_sr, quantize, ratio_key, sr_settings, summary_rows, sweep, train_sr)
+from thesislib.experiments.super_resolution import METHODS as SR_METHODS
+from thesislib.experiments.super_resolution import SETTINGS as SR_SETTINGS
+from thesislib.experiments.super_resolution import (Bicubic, center_crop, compress, compress_all, eval_pairs,
+                                                    evaluate_sr, quantize, summary_rows, train_sr)
+from thesislib.experiments.super_resolution import settings as sr_settings
+from thesislib.results import ratio_key
 
 
 def _photo(seed: int, size: int = 48) -> torch.Tensor:
@@ -27,7 +31,7 @@ def _tiny_edsr(seed: int = 0) -> torch.nn.Module:
 
 def test_settings_cover_every_scale_and_reject_unknown() -> None:
     assert set(SR_SETTINGS) == {"smoke", "cpu", "gpu"}
-    assert sr_settings("cpu")["upscale"] == 2
+    assert sr_settings("cpu").upscale == 2
     with pytest.raises(ValueError, match="smoke"):
         sr_settings("huge")
 
@@ -113,7 +117,7 @@ def test_sweep_returns_every_method_and_ratio_with_decreasing_macs() -> None:
     model = _tiny_edsr().eval()
     pairs = SRImages([_photo(5, 40), _photo(6, 40)], 2)
     ratios = (1.0, 0.5, 0.25)
-    result = sweep(model, pairs, 2, ratios=ratios, macs_lr_size=16, keep=lambda m, r: r == 0.5)
+    result = compress_all(model, pairs, 2, ratios=ratios, macs_lr_size=16, keep=lambda m, r: r == 0.5)
     full = evaluate_sr(model, pairs, 2)["psnr"]
     for key in ("psnr", "ssim", "macs"):
         assert set(result[key]) == set(SR_METHODS)
@@ -122,7 +126,7 @@ def test_sweep_returns_every_method_and_ratio_with_decreasing_macs() -> None:
     for method in SR_METHODS:
         macs = [result["macs"][method][ratio_key(r)] for r in ratios]
         assert macs[0] > macs[1] > macs[2] > 0, method
-        assert result["psnr"][method]["1"] == pytest.approx(full, abs=0.05)
+        assert result["psnr"][method][ratio_key(1.0)] == pytest.approx(full, abs=0.05)
     assert set(result["models"]) == {(m, 0.5) for m in SR_METHODS}
     rows = summary_rows(result)
     assert len(rows) == len(SR_METHODS) * len(ratios)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Mapping, TypeVar
 
 import numpy as np
 import torch
 
 SCALES: tuple[str, ...] = ("smoke", "cpu", "gpu")
+
+T = TypeVar("T")
 
 
 def check_scale(scale: str) -> str:
@@ -41,3 +44,15 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+
+
+def settings_for(table: Mapping[str, T], scale: str) -> T:
+    """``table[scale]`` for a per-scale settings table (keyed by :data:`SCALES`).
+
+    An unknown scale raises :func:`check_scale`'s one ``ValueError``; a table that lacks a known
+    scale is a programming error and says which scales it has.
+    """
+    check_scale(scale)
+    if scale not in table:
+        raise ValueError(f"this settings table has no scale {scale!r}; it has {', '.join(table)}")
+    return table[scale]

@@ -1,32 +1,158 @@
-"""Figures of the book, drawn in one style (matplotlib; the caller decides the backend)."""
+"""Figures of the book in one style: Russian labels, one colour and marker per method.
+
+Every ``plot_*`` function of :mod:`thesislib.experiments` draws through this module, so a method has
+the same colour and marker in every figure (``obs`` is the same purple in the baselines sweep and
+anywhere else) and axes are labelled with the same Russian words (:data:`AXIS_LABELS`).
+matplotlib is imported here; the caller chooses the backend.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import zlib
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
-STYLE = {"grid_alpha": 0.3, "marker": "o", "markersize": 4}
+STYLE = {"grid_alpha": 0.3, "marker": "o", "markersize": 4, "linewidth": 1.5, "legend_fontsize": 7}
+
+AXIS_LABELS: dict[str, str] = {
+    "ratio": "доля каналов",
+    "accuracy": "точность, %",
+    "accuracy_fraction": "точность",
+    "psnr": "PSNR (Y), дБ",
+    "macs": "MACs, доля от исходной",
+    "mmacs": "MMAC на изображение",
+    "latency": "задержка, доля от исходной",
+    "epoch": "эпоха",
+    "loss": "функция потерь",
+    "knee": "колено / n",
+    "predicted": "предсказание / n",
+    "dct_fraction": "доля коэффициентов DCT, k / n",
+    "energy": "накопленная энергия",
+    "predicted_class": "предсказанный класс",
+    "true_class": "истинный класс",
+}
+
+METHOD_LABELS: dict[str, str] = {
+    # pruning baselines and continuous resampling
+    "random": "случайный",
+    "l1": "L1-норма",
+    "l2": "L2-норма",
+    "bn_scale": "масштаб BN",
+    "taylor": "Тейлор",
+    "hessian": "OBD (гессиан)",
+    "obs": "OBS",
+    "lfp": "LFP",
+    "ifm": "IFM",
+    "fold": "слияние (k-means)",
+    "gmp": "GMP",
+    "continuous": "непрерывный",
+    "continuous_naive": "непрерывный без антиалиасинга",
+    "bicubic": "бикубическая",
+    # width allocations of the capacity experiment
+    "uniform": "равномерное",
+    "nyquist": "по Найквисту",
+    "greedy_macs": "жадное по MACs",
+    "greedy_latency": "жадное по задержке",
+    "greedy_latency_knees": "жадное по задержке (колени)",
+    # capacity estimators
+    "weights": "спектр весов",
+    "output": "ошибка выхода",
+    "features": "спектр признаков",
+    "size": "размер группы",
+    "smoothed_weights": "спектр весов после сглаживания",
+}
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94")
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h", "*", "p")
+
+#: colour and marker of every named method (the order of :data:`METHOD_LABELS` fixes them)
+METHOD_STYLES: dict[str, dict[str, str]] = {
+    name: {"color": _PALETTE[i % len(_PALETTE)], "marker": _MARKERS[i % len(_MARKERS)]}
+    for i, name in enumerate(METHOD_LABELS)
+}
+METHOD_STYLES["continuous"] = {"color": "black", "marker": "o"}
+METHOD_STYLES["continuous_naive"] = {"color": "#555555", "marker": "x"}
+METHOD_STYLES["bicubic"] = {"color": "gray", "marker": ""}
 
 
-def _axes(ax: Any | None) -> Any:
-    return ax if ax is not None else plt.gca()
+def method_label(name: str) -> str:
+    """The Russian name of a method (``"obs@0.9"`` → ``"OBS @ 0.9"``; unknown names as they are)."""
+    base, at, energy = name.partition("@")
+    label = METHOD_LABELS.get(base, base)
+    return f"{label} @ {energy}" if at else label
+
+
+def method_style(name: str) -> dict[str, Any]:
+    """``color``, ``marker`` and ``label`` of a method's line: fixed for a known method, a stable
+    hash-chosen pair for any other name (so it too keeps its colour across figures)."""
+    base = name.partition("@")[0]
+    style = METHOD_STYLES.get(base)
+    if style is None:
+        h = zlib.crc32(base.encode())
+        style = {"color": _PALETTE[h % len(_PALETTE)], "marker": _MARKERS[h % len(_MARKERS)]}
+    out: dict[str, Any] = {**style, "label": method_label(name)}
+    if base == "continuous":
+        out["linewidth"] = 2.5
+    return out
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 5.5, height: float = 4.0, **kwargs: Any
+           ) -> tuple[Figure, Any]:
+    """A new figure with ``nrows × ncols`` axes of ``width × height`` inches each."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kwargs)
+    return fig, axes
+
+
+def finish(ax: Any, xlabel: str = "", ylabel: str = "", title: str | None = None, legend: bool = True,
+           logx: bool = False) -> Any:
+    """Labels (an :data:`AXIS_LABELS` key or Russian text), grid, optional title and legend."""
+    ax.set_xlabel(AXIS_LABELS.get(xlabel, xlabel))
+    ax.set_ylabel(AXIS_LABELS.get(ylabel, ylabel))
+    if logx:
+        ax.set_xscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=STYLE["grid_alpha"])
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=STYLE["legend_fontsize"])
+    return ax
+
+
+def plot_methods(ax: Any, x: Mapping[str, Sequence[float]], y: Mapping[str, Sequence[float]],
+                 **line: Any) -> Any:
+    """One line per method of ``y`` (x values from ``x`` under the same key) in the method's style."""
+    for name, values in y.items():
+        style = {"markersize": STYLE["markersize"], "linewidth": STYLE["linewidth"], **method_style(name), **line}
+        ax.plot(x[name], values, **style)
+    return ax
+
+
+def plot_curves(x: dict[str, Sequence[float]], y: dict[str, Sequence[float]], ax: Any | None = None,
+                xlabel: str = "", ylabel: str = "", logx: bool = False) -> Any:
+    """One line per key of ``y`` in its method style, then :func:`finish` (e.g. accuracy vs kept ratio)."""
+    ax = ax if ax is not None else plt.gca()
+    plot_methods(ax, x, y)
+    return finish(ax, xlabel, ylabel, logx=logx)
 
 
 def plot_training_history(history: Sequence[dict[str, float]], ax: Any | None = None) -> Any:
     """Training loss (left axis) and train/test accuracy (right axis) per epoch."""
-    ax = _axes(ax)
+    ax = ax if ax is not None else plt.gca()
     epochs = [row["epoch"] for row in history]
-    ax.plot(epochs, [row["loss"] for row in history], color="tab:red", marker=STYLE["marker"], label="loss")
-    ax.set_xlabel("эпоха")
-    ax.set_ylabel("функция потерь", color="tab:red")
+    ax.plot(epochs, [row["loss"] for row in history], color="tab:red", marker=STYLE["marker"],
+            label=AXIS_LABELS["loss"])
+    ax.set_xlabel(AXIS_LABELS["epoch"])
+    ax.set_ylabel(AXIS_LABELS["loss"], color="tab:red")
     twin = ax.twinx()
-    twin.plot(epochs, [row["train_accuracy"] for row in history], marker=STYLE["marker"], label="train")
+    twin.plot(epochs, [row["train_accuracy"] for row in history], marker=STYLE["marker"], label="обучение")
     if "test_accuracy" in history[0]:
-        twin.plot(epochs, [row["test_accuracy"] for row in history], marker=STYLE["marker"], label="test")
-    twin.set_ylabel("точность")
-    twin.legend(loc="center right")
+        twin.plot(epochs, [row["test_accuracy"] for row in history], marker=STYLE["marker"], label="тест")
+    twin.set_ylabel(AXIS_LABELS["accuracy_fraction"])
+    twin.legend(loc="center right", fontsize=STYLE["legend_fontsize"])
     ax.grid(alpha=STYLE["grid_alpha"])
     ax.set_xticks(epochs)
     return ax
@@ -34,7 +160,7 @@ def plot_training_history(history: Sequence[dict[str, float]], ax: Any | None = 
 
 def plot_confusion(matrix: Sequence[Sequence[float]], labels: Sequence[str], ax: Any | None = None) -> Any:
     """Row-normalised confusion matrix with its diagonal written in the cells."""
-    ax = _axes(ax)
+    ax = ax if ax is not None else plt.gca()
     data = np.asarray(matrix, dtype=float)
     ax.imshow(data, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
@@ -42,21 +168,6 @@ def plot_confusion(matrix: Sequence[Sequence[float]], labels: Sequence[str], ax:
     for i in range(len(labels)):
         ax.text(i, i, f"{data[i, i]:.2f}", ha="center", va="center", fontsize=7,
                 color="white" if data[i, i] > 0.5 else "black")
-    ax.set_xlabel("предсказанный класс")
-    ax.set_ylabel("истинный класс")
-    return ax
-
-
-def plot_curves(x: dict[str, Sequence[float]], y: dict[str, Sequence[float]], ax: Any | None = None,
-                xlabel: str = "", ylabel: str = "", logx: bool = False) -> Any:
-    """One line per key of ``y`` (x values from ``x`` under the same key) — e.g. accuracy vs kept ratio per method."""
-    ax = _axes(ax)
-    for name, values in y.items():
-        ax.plot(x[name], values, marker=STYLE["marker"], markersize=STYLE["markersize"], label=name)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=STYLE["grid_alpha"])
-    ax.legend(fontsize=8)
+    ax.set_xlabel(AXIS_LABELS["predicted_class"])
+    ax.set_ylabel(AXIS_LABELS["true_class"])
     return ax

@@ -11,8 +11,8 @@
 * :mod:`~thesislib.capacity.smoothing` — band-limited by training: Sobolev fine-tuning
   of the channel functions, after which the weight spectrum is read again;
 * :mod:`~thesislib.capacity.allocation` — widths under a MACs or latency budget;
-* :mod:`~thesislib.capacity.experiment` — the notebook's experiment (estimators vs knees,
-  allocations at equal cost).
+* the notebook's experiment (estimators vs knees, allocations at equal cost) is
+  :mod:`thesislib.experiments.capacity`.
 """
 
 from thesislib.capacity.allocation import CostModel, allocate, proportional_widths, uniform_widths

@@ -25,6 +25,9 @@ import scipy.fft
 import torch
 from torch import nn
 
+from thesislib.runtime import resolve_device
+from thesislib.training import Callback, TrainState, train
+
 
 @lru_cache(maxsize=64)
 def _dct_np(n: int) -> np.ndarray:
@@ -67,38 +70,48 @@ def sobolev_penalty(cnet: Any, roles: Iterable[str] = ("producer", "consumer")) 
     return torch.stack(terms).mean()
 
 
+class _SobolevTerm(Callback):
+    """The penalty of the current weights, computed before each step's forward pass (so the gradient
+    accumulates in the same order as ever), and its history."""
+
+    def __init__(self, cnet: Any) -> None:
+        self.cnet = cnet
+        self.value: torch.Tensor = torch.zeros(())
+        self.history: list[float] = []
+
+    def on_step_begin(self, state: TrainState) -> None:
+        self.value = sobolev_penalty(self.cnet)
+        self.history.append(float(self.value.detach()))
+
+
 def smooth_finetune(cnet: Any, loader: Iterable, steps: int, penalty: float = 1.0, lr: float = 0.01,
                     device: torch.device | str | None = None) -> list[float]:
-    """Fine-tune ``cnet`` at full width for ``steps`` SGD steps on cross-entropy + ``penalty`` * Sobolev term.
+    """Fine-tune ``cnet`` at full width for ``steps`` SGD steps (momentum 0.9) on
+    cross-entropy + ``penalty`` × :func:`sobolev_penalty` (one :func:`thesislib.training.train` run,
+    the penalty a term of its loss).
 
-    Returns the penalty after every step. BatchNorm statistics keep updating (train mode).
+    Returns the penalty of every step (before its update). BatchNorm statistics keep updating (train
+    mode); the model's train/eval mode is restored afterwards.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if penalty < 0 or not math.isfinite(penalty):
         raise ValueError(f"penalty must be a finite non-negative weight, got {penalty}")
-    device = torch.device(device) if device is not None else next(cnet.parameters()).device
+    device = resolve_device(cnet, device)
     cnet.resample({g.name: g.size for g in cnet.groups}, antialias=False)
     optimizer = torch.optim.SGD(cnet.parameters(), lr=lr, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[float] = []
+    cross_entropy = nn.CrossEntropyLoss()
+    term = _SobolevTerm(cnet)
+
+    def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(outputs, targets) + penalty * term.value
+
     was_training = cnet.training
-    cnet.train()
-    done = 0
-    while done < steps:
-        progressed = False
-        for x, y in loader:
-            reg = sobolev_penalty(cnet)
-            loss = loss_fn(cnet(x.to(device)), y.to(device)) + penalty * reg
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.append(float(reg.detach()))
-            done += 1
-            progressed = True
-            if done >= steps:
-                break
-        if not progressed:
-            raise ValueError("smooth_finetune got an empty loader")
+    try:
+        train(cnet, loader, steps, loss_fn, optimizer, callbacks=[term], device=device)
+    except ValueError as error:
+        if "yielded no batch" in str(error) or "is empty" in str(error):
+            raise ValueError("smooth_finetune got an empty loader") from error
+        raise
     cnet.train(was_training)
-    return history
+    return term.history

@@ -15,11 +15,10 @@ citation); a new method is one :func:`register_method` call in :mod:`.pruner`.
 
 Modules: :mod:`.structural` (groups, physical removal, torch-pruning workarounds), :mod:`.importance`,
 :mod:`.obs`, :mod:`.merging`, :mod:`.schedule` (GMP, fine-tuning), :mod:`.calibration` (BatchNorm
-recalibration), :mod:`.compare` (the sweep behind ``notebooks/baselines.ipynb``).
+recalibration); the sweep behind ``notebooks/baselines.ipynb`` is :mod:`thesislib.experiments.baselines`.
 """
 
 from .calibration import recalibrate_batchnorm
-from .compare import sweep
 from .pruner import (ALLOCATIONS, METHOD_REGISTRY, METHODS, NEEDS_CALIB, SCORED, PruningMethod, allocate,
                      channel_scores, get_method, prune, register_method, top_k_per_partition)
 from .schedule import GMPSchedule, fine_tune, prune_in_place
@@ -27,6 +26,6 @@ from .structural import ChannelGroup, analyse, channel_counts, default_ignored_l
 
 __all__ = [
     "prune", "METHODS", "NEEDS_CALIB", "ALLOCATIONS", "fine_tune", "GMPSchedule", "recalibrate_batchnorm",
-    "sweep", "channel_counts", "channel_scores", "analyse", "ChannelGroup", "default_ignored_layers", "allocate", "prune_in_place",
+    "channel_counts", "channel_scores", "analyse", "ChannelGroup", "default_ignored_layers", "allocate", "prune_in_place",
     "PruningMethod", "METHOD_REGISTRY", "SCORED", "register_method", "get_method", "top_k_per_partition",
 ]

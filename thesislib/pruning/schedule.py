@@ -9,18 +9,19 @@ step (momentum buffers restart there).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from itertools import cycle
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from thesislib.graph import keep_count
+from thesislib.runtime import batch_inputs, model_device
+from thesislib.training import Callback, TrainState, cosine_factor, train
 
 from . import importance
-from .calibration import model_device, split_batch, task_loss
+from .calibration import task_loss
 from .pruner import top_k_per_partition
 from .structural import analyse, remove_channels, restore_spectral_norm
 
@@ -99,6 +100,49 @@ def _optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
                            weight_decay=weight_decay)
 
 
+class _GMPCallback(Callback):
+    """Gradual magnitude pruning during :func:`thesislib.training.train`: at every pruning step of the
+    schedule remove channels down to its kept ratio (then rebuild the optimizer, whose parameters were
+    replaced), and remove the rest at the end of training."""
+
+    def __init__(self, schedule: GMPSchedule, example: torch.Tensor, ignored_layers: Sequence[nn.Module] | None,
+                 rebuild: Callable[[nn.Module, float], torch.optim.Optimizer]) -> None:
+        self.schedule, self.example, self.ignored, self.rebuild = schedule, example, ignored_layers, rebuild
+        self.sizes: dict[str, int] | None = None
+
+    def _sizes(self, model: nn.Module) -> dict[str, int]:
+        return {g.name: g.size for g in analyse(copy.deepcopy(model).eval(), self.example, self.ignored).groups}
+
+    def prune_to(self, model: nn.Module, ratio: float) -> bool:
+        if self.sizes is None:
+            self.sizes = self._sizes(model)
+        current = self._sizes(model)
+        target = {n: keep_count(ratio, s) for n, s in self.sizes.items()}
+        if all(current.get(n, 0) <= t for n, t in target.items()):
+            return False
+        prune_in_place(model, target, self.example, self.ignored)
+        return True
+
+    def on_step_begin(self, state: TrainState) -> None:
+        step = state.step
+        if self.schedule.is_pruning_step(step) and self.prune_to(state.model, self.schedule.kept_ratio(step)):
+            state.optimizer = self.rebuild(state.model, state.optimizer.param_groups[0]["lr"])
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.prune_to(state.model, self.schedule.final_ratio)
+
+
+class _CosineLR(Callback):
+    """``lr_t = ½ lr (1 + cos(π t / T))`` set on the current optimizer before every step (it may be rebuilt)."""
+
+    def __init__(self, lr: float, steps: int) -> None:
+        self.lr, self.steps = lr, steps
+
+    def on_step_begin(self, state: TrainState) -> None:
+        for group in state.optimizer.param_groups:
+            group["lr"] = self.lr * cosine_factor(state.step, self.steps)
+
+
 def fine_tune(model: nn.Module, loader: Iterable, steps: int, schedule: GMPSchedule | None = None,
               lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4,
               ignored_layers: Sequence[nn.Module] | None = None) -> nn.Module:
@@ -106,46 +150,29 @@ def fine_tune(model: nn.Module, loader: Iterable, steps: int, schedule: GMPSched
 
     The loss is cross-entropy for integer targets and MSE for image targets.  With a :class:`GMPSchedule`
     channels are removed gradually during training (L2 magnitude, uniform ratio over the groups present at
-    the start); the optimizer is rebuilt after each pruning step.  If the schedule has not reached its final
-    ratio by the last step the remaining channels are removed at the end.  The model ends in eval mode.
+    the start; a callback of :func:`thesislib.training.train`); the optimizer is rebuilt after each pruning
+    step.  If the schedule has not reached its final ratio by the last step the remaining channels are
+    removed at the end.  The model ends in eval mode.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     device = model_device(model)
-    batches = cycle(loader)
-    sizes: dict[str, int] = {}
-    example = None
+
+    def rebuild(net: nn.Module, rate: float) -> torch.optim.Optimizer:
+        return _optimizer(net, rate, momentum, weight_decay)
+
+    batches = cycle(loader)  # the batches of the first pass are replayed in the same order (no reshuffling)
+    callbacks: list[Callback] = []
+    gmp = None
     if schedule is not None:
         schedule = schedule.resolved(steps)
-        example, _ = split_batch(next(iter(loader)))
-        example = example[:1].to(device)
-        sizes = {g.name: g.size for g in analyse(copy.deepcopy(model).eval(), example, ignored_layers).groups}
-
-    def gmp_step(ratio: float) -> bool:
-        current = {g.name: g.size for g in analyse(copy.deepcopy(model).eval(), example, ignored_layers).groups}
-        target = {n: keep_count(ratio, s) for n, s in sizes.items()}
-        if all(current.get(n, 0) <= t for n, t in target.items()):
-            return False
-        prune_in_place(model, target, example, ignored_layers)
-        return True
-
-    optimizer = _optimizer(model, lr, momentum, weight_decay)
-    base = lr
-    model.train()
-    for step in range(steps):
-        if schedule is not None and schedule.is_pruning_step(step) and gmp_step(schedule.kept_ratio(step)):
-            optimizer = _optimizer(model, optimizer.param_groups[0]["lr"], momentum, weight_decay)
-        for group in optimizer.param_groups:
-            group["lr"] = 0.5 * base * (1 + math.cos(math.pi * step / max(1, steps)))
-        x, y = split_batch(next(batches))
-        x = x.to(device)
-        y = y.to(device) if y is not None else None
-        loss = task_loss(model(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss became {loss.item()} at step {step}: lower lr={lr}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if schedule is not None:
-        gmp_step(schedule.final_ratio)
+        example = batch_inputs(next(iter(loader)))[:1].to(device)
+        gmp = _GMPCallback(schedule, example, ignored_layers, rebuild)
+        gmp.sizes = gmp._sizes(model)
+        callbacks.append(gmp)
+    callbacks.append(_CosineLR(lr, steps))
+    if steps > 0:
+        train(model, batches, steps, task_loss, rebuild(model, lr), callbacks=callbacks, device=device)
+    elif gmp is not None:
+        gmp.prune_to(model, schedule.final_ratio)
     return model.eval()
