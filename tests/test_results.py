@@ -36,9 +36,10 @@ def test_seed_everything_repeats_random_draws():
     assert torch.equal(first, torch.randn(5))
 
 
-def test_save_result_writes_provenance_and_round_trips(results_dir):
-    results.start_run("demo", "smoke", {"seed": 7, "scale": "smoke"})
-    path = results.save_result("demo", "smoke", {"accuracy": torch.tensor(0.5), "curve": (1, 2)}, {"lr": 0.1})
+def test_run_save_writes_provenance_and_round_trips(results_dir):
+    run = results.Run("demo", "smoke", {"seed": 7, "scale": "smoke"})
+    run.parameters.update({"lr": 0.1})
+    path = run.save({"accuracy": torch.tensor(0.5), "curve": (1, 2)})
     assert path == results_dir / "demo" / "smoke.json"
     record = results.load_result("demo", "smoke")
     assert record["results"] == {"accuracy": 0.5, "curve": [1, 2]}
@@ -79,7 +80,7 @@ def test_figure_path_is_per_notebook_and_scale(results_dir):
         results.figure_path("demo", "tiny", "curve")
 
 
-def test_save_figure_writes_png(results_dir):
+def test_run_figure_writes_png(results_dir):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,18 +88,18 @@ def test_save_figure_writes_png(results_dir):
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    path = results.save_figure(fig, "demo", "smoke", "line")
+    path = results.Run("demo", "smoke", {}).figure(fig, "line")
     plt.close(fig)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_save_table_writes_csv_with_rounded_floats_and_rejects_empty(results_dir):
-    path = results.save_table([{"method": "l1", "accuracy": 0.123456}, {"method": "fold", "accuracy": 0.5}],
-                              "demo", "smoke", "table")
+def test_run_table_writes_csv_with_rounded_floats_and_rejects_empty(results_dir):
+    run = results.Run("demo", "smoke", {})
+    path = run.table([{"method": "l1", "accuracy": 0.123456}, {"method": "fold", "accuracy": 0.5}], "table")
     assert path == results_dir / "demo" / "smoke" / "table.csv"
     assert path.read_text() == "method,accuracy\nl1,0.1235\nfold,0.5\n"
     with pytest.raises(ValueError, match="no rows"):
-        results.save_table([], "demo", "smoke", "empty")
+        run.table([], "empty")
 
 
 # --- Run ---------------------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ class KneeTable:
                  **{e: p[g] for e, p in self.predicted.items()}} for g in self.groups]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (for ``save_result``)."""
+        """JSON-ready form (for ``Run.save``)."""
         return {"rows": self.rows(), "spearman": self.spearman, "spearman_ratio": self.spearman_ratio,
                 "mean_relative_error": self.mean_relative_error, "best": self.best}
 
