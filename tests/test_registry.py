@@ -91,7 +91,7 @@ def smallest_l1():
         score=lambda model, groups, calib, batches, seed: {k: -v for k, v in pruner._l1(model, groups, calib,
                                                                                           batches, seed).items()}))
     yield method
-    del pruner._REGISTRY[method.name]
+    pruner.METHOD_REGISTRY.unregister(method.name)
 
 
 def test_prune_and_channel_scores_dispatch_through_the_registry(smallest_l1) -> None:

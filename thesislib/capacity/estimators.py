@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -42,6 +41,7 @@ from torch import nn
 from thesislib.capacity.knee import bisect_smallest, group_by_name
 from thesislib.capacity.spectrum import check_energy, combined_spectrum, nyquist_from_spectrum
 from thesislib.graph import Role
+from thesislib.registry import Registry
 from thesislib.runtime import batch_inputs, check_finite, model_device
 
 if TYPE_CHECKING:
@@ -64,27 +64,20 @@ class CapacityEstimator:
     description: str
 
 
-_ESTIMATORS: dict[str, CapacityEstimator] = {}
-#: Every registered estimator by name, in registration order (a live read-only view).
-ESTIMATORS: Mapping[str, CapacityEstimator] = MappingProxyType(_ESTIMATORS)
+#: Every registered estimator by name, in registration order.
+ESTIMATORS: Registry[CapacityEstimator] = Registry(
+    "capacity estimator", CapacityEstimator, unknown="unknown capacity method {name!r}: choose one of {names}")
 
 
 def register_estimator(estimator: CapacityEstimator) -> CapacityEstimator:
     """Add ``estimator`` to the registry (``ValueError`` when the name is taken); returns it."""
-    if not isinstance(estimator, CapacityEstimator):
-        raise ValueError(f"register_estimator takes a CapacityEstimator, got {type(estimator).__name__}")
-    if estimator.name in _ESTIMATORS:
-        raise ValueError(f"capacity estimator {estimator.name!r} is already registered")
-    _ESTIMATORS[estimator.name] = estimator
-    return estimator
+    return ESTIMATORS.register(estimator)
 
 
 def check_method(method: str, calib: Any = None, needs: bool = False) -> CapacityEstimator:
     """The registered estimator called ``method`` (``ValueError`` listing the valid ones); with
     ``needs=True`` also refuse one that needs calibration data when ``calib`` is None."""
-    if not isinstance(method, str) or method not in _ESTIMATORS:
-        raise ValueError(f"unknown capacity method {method!r}: choose one of {', '.join(_ESTIMATORS)}")
-    estimator = _ESTIMATORS[method]
+    estimator = ESTIMATORS.lookup(method)
     if needs and estimator.needs_calibration and calib is None:
         raise ValueError(f"capacity method {method!r} needs calibration data: pass calib=<tensor or loader>")
     return estimator
@@ -332,7 +325,7 @@ for _estimator in (
 del _estimator
 
 #: The built-in estimators, in registration order.
-METHODS: tuple[str, ...] = tuple(_ESTIMATORS)
+METHODS: tuple[str, ...] = tuple(ESTIMATORS)
 
 
 def capacities_at(cnet: ContinuousNet, energies: Sequence[float], method: str = "weights", calib: Any = None,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 
 from thesislib.graph import Role, keep_count
 from thesislib.runtime import check_finite, model_device
+from thesislib.registry import Registry
 
 from . import importance
 from .calibration import recalibrate_batchnorm
@@ -72,28 +72,19 @@ class PruningMethod:
         return self.score is not None and self.plan is None
 
 
-_REGISTRY: dict[str, PruningMethod] = {}
-#: Every registered method by name, in registration order (a live read-only view).
-METHOD_REGISTRY: Mapping[str, PruningMethod] = MappingProxyType(_REGISTRY)
+#: Every registered method by name, in registration order.
+METHOD_REGISTRY: Registry[PruningMethod] = Registry(
+    "pruning method", PruningMethod, unknown="unknown pruning method {name!r}; METHODS = {names}")
 
 
 def register_method(method: PruningMethod) -> PruningMethod:
     """Add ``method`` to the registry (``ValueError`` when the name is taken); returns it."""
-    if not isinstance(method, PruningMethod):
-        raise ValueError(f"register_method takes a PruningMethod, got {type(method).__name__}")
-    if method.name in _REGISTRY:
-        raise ValueError(f"pruning method {method.name!r} is already registered")
-    _REGISTRY[method.name] = method
-    return method
+    return METHOD_REGISTRY.register(method)
 
 
 def get_method(method: str | PruningMethod) -> PruningMethod:
     """The registered method called ``method``; ``ValueError`` listing the valid names otherwise."""
-    if isinstance(method, PruningMethod):
-        return method
-    if not isinstance(method, str) or method not in _REGISTRY:
-        raise ValueError(f"unknown pruning method {method!r}; METHODS = {', '.join(_REGISTRY)}")
-    return _REGISTRY[method]
+    return method if isinstance(method, PruningMethod) else METHOD_REGISTRY.lookup(method)
 
 
 def check_ratio(ratio: float, what: str = "ratio") -> float:
@@ -329,11 +320,11 @@ for _method in (
 del _method
 
 #: The built-in methods, in registration order (:data:`METHOD_REGISTRY` also holds any registered later).
-METHODS: tuple[str, ...] = tuple(_REGISTRY)
+METHODS: tuple[str, ...] = tuple(METHOD_REGISTRY)
 #: Built-in methods that refuse to run without calibration data.
-NEEDS_CALIB: frozenset[str] = frozenset(n for n, m in _REGISTRY.items() if m.needs_calibration)
+NEEDS_CALIB: frozenset[str] = frozenset(n for n, m in METHOD_REGISTRY.items() if m.needs_calibration)
 #: Built-in methods whose scores choose the kept channels (scores reusable across ratios).
-SCORED: tuple[str, ...] = tuple(n for n, m in _REGISTRY.items() if m.selects_by_score)
+SCORED: tuple[str, ...] = tuple(n for n, m in METHOD_REGISTRY.items() if m.selects_by_score)
 
 
 def prune(net: nn.Module, method: str, ratio: float | Mapping[str, float], example_inputs: torch.Tensor,
