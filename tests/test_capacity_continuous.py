@@ -69,8 +69,7 @@ def test_estimators_and_cnet_capacity_on_a_small_cnn():
     name0 = cnet.groups[0].name
     errors = output_error(cnet, name0, [sizes[name0], 1], x)
     assert errors[sizes[name0]] < 1e-12 and errors[1] > 0
-    assert cnet.capacity(0.99, method="weights") == capacities(cnet, 0.99, "weights")
-    assert cnet.capacity(0.9, method="output", calib=x) == capacities(cnet, 0.9, "output", calib=x)
+    assert not hasattr(cnet, "capacity")  # capacity is thesislib.capacity.capacities(cnet), not a method
     # widths are untouched by the estimators
     assert all(g.width == g.size for g in cnet.groups)
 

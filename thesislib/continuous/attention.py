@@ -6,7 +6,9 @@ For ``thesislib.models.vit.Attention`` (timm layout: ``qkv`` rows ``[3, heads, h
     o = sum_h sum_d P[:, h, d] * (softmax(s * Q_h K_h^T) V_h)[:, d],   Q_h K_h^T = sum_d q_{h,d} k_{h,d},
 
 so the head-dimension axis is summed twice -- in ``q . k`` and in ``proj`` -- and the head axis
-once, in ``proj``. With ``d`` samples of ``head_dim`` and ``h`` of ``heads``: q, v are sampled
+once, in ``proj``. The groups (:func:`thesislib.graph.attention_group`) list the q, k, v rows as
+producers and ``proj``'s columns as consumer; which tensor carries the quadrature weights is the
+sampling policy of this module (:class:`AttnSpec`). With ``d`` samples of ``head_dim`` and ``h`` of ``heads``: q, v are sampled
 (producers), k carries the head-dimension quadrature weights (so ``q . k`` keeps its scale and the
 logit scale ``s`` stays that of the original ``head_dim``), and ``proj`` carries the quadrature
 weights of both axes. At full width every operator is the identity, so the original block is
@@ -69,7 +71,7 @@ def sample_attention_axes(t: torch.Tensor, spec: AttnSpec, sizes: tuple[int, int
 
 
 def member_view(t: torch.Tensor, view: str, heads: int, head_dim: int) -> torch.Tensor:
-    """The view of an attention tensor a :class:`GroupMember` with ``view`` refers to."""
+    """The view of an attention tensor a :class:`thesislib.graph.Member` with ``view`` refers to."""
     if view in ("q", "k", "v"):
         return t.reshape(3, heads, head_dim, *t.shape[1:])["qkv".index(view)]
     if view == "proj":

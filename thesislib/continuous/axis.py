@@ -53,9 +53,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from thesislib.graph import ROLES, Role
+
 INTERPOLATIONS = ("cubic", "linear", "dct")
 QUADRATURES = ("trapezoid", "simpson", "rectangle")
-ROLES = ("producer", "consumer", "norm")
 
 
 def _check_sizes(n: int, m: int) -> None:
@@ -244,12 +245,12 @@ class AxisOp:
 
 
 @lru_cache(maxsize=None)
-def axis_op(n: int, m: int, role: str = "producer", kind: str = "cubic", rule: str = "trapezoid",
+def axis_op(n: int, m: int, role: str = Role.PRODUCER, kind: str = "cubic", rule: str = "trapezoid",
             antialias: bool = False) -> AxisOp:
     """The resampling operator of one axis: ``A`` (or ``A L``) for producers and norms,
     ``diag(s) A`` (or ``diag(s) A L``) for consumers, ``s`` = :func:`consumer_weights`."""
     if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+        raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(r.value for r in ROLES)}")
     if kind not in INTERPOLATIONS:
         raise ValueError(f"unknown interpolation {kind!r}; valid kinds: {', '.join(INTERPOLATIONS)}")
     if rule not in QUADRATURES:
@@ -258,10 +259,10 @@ def axis_op(n: int, m: int, role: str = "producer", kind: str = "cubic", rule: s
     if m == n:
         return AxisOp(n, m, identity=True)
     if kind == "dct":
-        scale = np.full(m, n / m) if role == "consumer" else np.ones(m)
+        scale = np.full(m, n / m) if role == Role.CONSUMER else np.ones(m)
         mat = scale[:, None] * interpolation_matrix(n, m, "dct")
         return AxisOp(n, m, identity=False, dense=torch.tensor(mat, dtype=torch.float32))
-    scale = consumer_weights(n, m, rule) if role == "consumer" else np.ones(m)
+    scale = consumer_weights(n, m, rule) if role == Role.CONSUMER else np.ones(m)
     if antialias and m < n:
         mat = scale[:, None] * (interpolation_matrix(n, m, kind) @ lowpass_matrix(n, m))
         return AxisOp(n, m, identity=False, dense=torch.tensor(mat, dtype=torch.float32))

@@ -1,7 +1,9 @@
 """ContinuousNet: a trained network whose channel axes are continuous (Integral Neural Networks).
 
 ``to_continuous(net, example_inputs)`` (Solodskikh et al., CVPR 2023) keeps the original module
-graph and turns every coupled channel group (:mod:`.groups`) into a continuous axis:
+graph and turns every coupled channel group (:mod:`thesislib.graph`) whose channels are one axis of
+the same channels in every member into a continuous axis (the sampling policy of this module; the
+other groups stay discrete, listed in ``discrete_groups`` with the reason):
 
 1. the channels of each group are permuted to minimise the total variation of *all* the group's
    tensors (:mod:`.permutation`) -- a function-preserving reordering;
@@ -42,9 +44,12 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
 
+from thesislib.graph import (AttrRule, ChannelGroup, Member, Role, attention_blocks, attention_group, check_supported,
+                             is_mha, is_vit_attention, keep_count, spectral_norms, trace, width_attributes, within)
+from thesislib.runtime import batch_inputs, check_finite, model_device
+
 from .attention import AttnSpec, member_view, sample_attention_axes
 from .axis import INTERPOLATIONS, QUADRATURES, AxisOp, axis_op
-from .groups import (AttrRule, ChannelGroup, GroupMember, attention_groups, find_groups, is_mha, is_vit_attention)
 from .permutation import channel_distances, total_variation, tv_order
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -127,6 +132,7 @@ class ContinuousNet(nn.Module):
         self._rules = rules
         self._antialias = True
         self._train_dist: Callable[[ChannelGroup, torch.Generator], int] | None = None
+        self._seed = seed
         self._generator = torch.Generator().manual_seed(seed)
         self._overrides: dict[str, torch.Tensor] = {}
         self._override_key: Any = None
@@ -168,8 +174,9 @@ class ContinuousNet(nn.Module):
                 qkv_mod, proj_mod = name, f"{pre}out_proj"
                 qkv_params = (("in_proj_weight", m.in_proj_weight), ("in_proj_bias", m.in_proj_bias))
             self._attn.append(info)
-            qkv_spec = dict(sections=3, heads=heads, head_dim=hdim, head_roles=("producer",) * 3,
-                            dim_roles=("producer", "consumer", "producer"), q_rescale=heads is None)
+            # k carries the head-dimension quadrature weights of q . k (the sampling policy of .attention)
+            qkv_spec = dict(sections=3, heads=heads, head_dim=hdim, head_roles=(Role.PRODUCER,) * 3,
+                            dim_roles=(Role.PRODUCER, Role.CONSUMER, Role.PRODUCER), q_rescale=heads is None)
             for pname, tensor in qkv_params:
                 if tensor is None:
                     continue
@@ -179,24 +186,17 @@ class ContinuousNet(nn.Module):
                 self._view_owner[(qkv_mod, pname)] = info
             key = _tensor_key(net, proj_mod, "weight")
             slot = self._slots.setdefault(key, _Slot(key))
-            slot.attn = AttnSpec(dim=1, sections=1, heads=heads, head_dim=hdim, head_roles=("consumer",),
-                                 dim_roles=("consumer",))
+            slot.attn = AttnSpec(dim=1, sections=1, heads=heads, head_dim=hdim, head_roles=(Role.CONSUMER,),
+                                 dim_roles=(Role.CONSUMER,))
             slot.attn_sizes = sizes
             self._view_owner[(proj_mod, "weight")] = info
         # spectral norm: sample u with the weight's ``dim`` axis and v with the other axes
-        for name, m in net.named_modules():
-            if not parametrize.is_parametrized(m, "weight"):
-                continue
-            plist = m.parametrizations.weight
-            sn = [p for p in plist if type(p).__name__ == "_SpectralNorm"]
-            if len(plist) != 1 or not sn:
-                raise ValueError(f"module {name!r} has a parametrisation of 'weight' other than a single "
-                                 f"spectral_norm ({[type(p).__name__ for p in plist]}); only spectral_norm is supported")
+        for sn_mod in spectral_norms(net):
+            name = sn_mod.module_name
             pre = f"{name}." if name else ""
             wkey = f"{pre}parametrizations.weight.original"
             if wkey not in self._slots:
                 continue
-            sn_mod = sn[0]
             info = _SpectralInfo(name, wkey, f"{pre}parametrizations.weight.0._u",
                                  f"{pre}parametrizations.weight.0._v", sn_mod.dim, sn_mod.eps)
             self._spectral.append(info)
@@ -211,9 +211,9 @@ class ContinuousNet(nn.Module):
             vslot.sn_v_shape = tuple(w.shape[d] for d in other)
             for dim, gname, _role, blocks in wslot.axes:
                 if dim == sn_mod.dim:
-                    uslot.axes.append((0, gname, "norm", blocks))
+                    uslot.axes.append((0, gname, Role.NORM, blocks))
                 else:
-                    vslot.axes.append((other.index(dim), gname, "norm", blocks))
+                    vslot.axes.append((other.index(dim), gname, Role.NORM, blocks))
 
     # ------------------------------------------------------------------ groups
     @property
@@ -226,7 +226,7 @@ class ContinuousNet(nn.Module):
             raise ValueError(f"unknown group {name!r}; valid groups: {', '.join(self._groups)}")
         return self._groups[name]
 
-    def _member_tensor(self, member: GroupMember) -> torch.Tensor:
+    def _member_tensor(self, member: Member) -> torch.Tensor:
         t = _get(self.net, _tensor_key(self.net, member.module_name, member.param_name))
         if member.view:
             info = self._view_owner[(member.module_name, member.param_name)]
@@ -236,7 +236,7 @@ class ContinuousNet(nn.Module):
             return t.unflatten(member.dim, (member.blocks, size)).transpose(member.dim, member.dim + 1)
         return t
 
-    def group_tensors(self, name: str) -> list[tuple[GroupMember, torch.Tensor]]:
+    def group_tensors(self, name: str) -> list[tuple[Member, torch.Tensor]]:
         """Full-resolution control-point tensors of a group (permuted, smooth order), detached."""
         g = self._group(name)
         return [(m, self._member_tensor(m).detach()) for m in g.members]
@@ -267,7 +267,7 @@ class ContinuousNet(nn.Module):
         return self._link(widths)
 
     def resample(self, ratio_or_dict: float | Mapping[str, int], antialias: bool = True) -> "ContinuousNet":
-        """Set every group to ``max(1, round(ratio * size))`` samples, or the given ``{group: width}``.
+        """Set every group to :func:`thesislib.graph.keep_count` ``(ratio, size)`` samples, or the given ``{group: width}``.
 
         ``antialias=True`` low-passes each axis to the new Nyquist rate before sampling; ``False``
         samples the control-point interpolant directly. Widths may exceed ``size`` in the dict form
@@ -289,7 +289,7 @@ class ContinuousNet(nn.Module):
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0 < r <= 1) or math.isnan(r):
                 raise ValueError(f"resample ratio must be a number in (0, 1], got {r!r}; "
                                  f"or pass a dict {{group_name: width >= 1}}")
-            new = {n: max(1, int(round(r * g.size))) for n, g in self._groups.items()}
+            new = {n: keep_count(r, g.size) for n, g in self._groups.items()}
         new = self._link(new)
         for name, m in new.items():
             self._groups[name].width = m
@@ -376,9 +376,9 @@ class ContinuousNet(nn.Module):
     def _ops(self, widths: Mapping[str, int], antialias: bool) -> dict[str, dict[str, AxisOp]]:
         ops = {}
         for name, g in self._groups.items():
-            p = axis_op(g.size, widths[name], "producer", self.interpolation, self.quadrature, antialias)
-            c = axis_op(g.size, widths[name], "consumer", self.interpolation, self.quadrature, antialias)
-            ops[name] = {"producer": p, "norm": p, "consumer": c}
+            p = axis_op(g.size, widths[name], Role.PRODUCER, self.interpolation, self.quadrature, antialias)
+            c = axis_op(g.size, widths[name], Role.CONSUMER, self.interpolation, self.quadrature, antialias)
+            ops[name] = {Role.PRODUCER: p, Role.NORM: p, Role.CONSUMER: c}
         return ops
 
     def _sample(self, widths: Mapping[str, int], antialias: bool) -> dict[str, torch.Tensor]:
@@ -482,7 +482,7 @@ class ContinuousNet(nn.Module):
     def recalibrate(self, loader: Iterable, batches: int = 20) -> "ContinuousNet":
         """Re-estimate every BatchNorm's running statistics at the current (eval) widths.
 
-        Runs ``batches`` batches of ``loader`` (``x`` or ``(x, ...)``) with only the BatchNorm layers
+        Runs ``batches`` batches of ``loader`` (:func:`thesislib.runtime.batch_inputs`) with only the BatchNorm layers
         in train mode and ``momentum=None`` (cumulative average, fresh statistics); the result is
         used by eval forwards and :meth:`export` at these widths (until the next :meth:`resample`).
         Train/eval state and momenta are restored. Returns ``self``.
@@ -509,15 +509,14 @@ class ContinuousNet(nn.Module):
             momenta.append(m.momentum)
             m.momentum = None
             m.train()
-        device = next(iter(base.values()), None)
-        device = device.device if device is not None else next(self.net.parameters()).device
+        device = model_device(self.net)
         seen = 0
         try:
             with torch.no_grad():
                 for batch in loader:
                     if seen >= batches:
                         break
-                    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                    x = batch_inputs(batch)
                     functional_call(self.net, {**base, **fresh}, (x.to(device),), strict=False)
                     seen += 1
         finally:
@@ -553,7 +552,7 @@ class ContinuousNet(nn.Module):
         return out
 
     # ------------------------------------------------------------------ diagnostics
-    def total_variation(self, name: str, roles: tuple[str, ...] = ("producer", "consumer")) -> float:
+    def total_variation(self, name: str, roles: tuple[str, ...] = (Role.PRODUCER, Role.CONSUMER)) -> float:
         """Total variation of a group's tensors with these roles in the current order (what
         :func:`to_continuous` minimises with its default ``permute_roles``)."""
         g = self._group(name)
@@ -590,27 +589,146 @@ def _permute(cnet: ContinuousNet, group: ChannelGroup, perm: torch.Tensor) -> No
                 vv.copy_(vv.index_select(other.index(dim), perm.to(v.device)))
 
 
+def _continuous_groups(net: nn.Module, example_inputs: Any,
+                       keep: tuple[str, ...]) -> tuple[list[ChannelGroup], list[AttrRule], dict[str, str]]:
+    """The sampling policy on :func:`thesislib.graph.trace`'s groups: a group becomes a continuous axis
+    when every member holds the same channels one-to-one (none is the network output or kept discrete),
+    some layer sums over it (a consumer) and every member tensor has its size; a group touching a grouped
+    convolution with ``g`` groups becomes ``g`` blocks of one axis. Returns the groups (attention head and
+    head-dimension groups appended), their attribute rules and ``{group: reason}`` of the discrete ones."""
+    check_supported(net, keep)
+    was_training = net.training
+    net.eval()
+    try:
+        traced = trace(net, example_inputs)
+    finally:
+        net.train(was_training)
+    groups: list[ChannelGroup] = []
+    rules: list[AttrRule] = []
+    discrete: dict[str, str] = {}
+    for g in traced.groups:
+        reason = g.reason
+        kept = [n for n in g.modules if within(n, keep)]
+        if not reason and kept:
+            reason = f"{kept[0]!r} is kept discrete"
+        if not reason:
+            grouped = {n: k for n, k in g.conv_groups.items()
+                       if not net.get_submodule(n).groups == net.get_submodule(n).in_channels
+                       == net.get_submodule(n).out_channels}
+            if len(set(grouped.values())) > 1:
+                reason = f"grouped convolutions with different numbers of groups share it: {grouped}"
+            elif grouped:
+                blocks = next(iter(grouped.values()))
+                if g.size % blocks:
+                    reason = f"{g.size} channels do not split into {blocks} groups"
+                else:
+                    g = g.with_blocks(blocks, grouped)
+        if not reason:
+            if not g.by_role(Role.CONSUMER):
+                reason = "no layer sums over its channels (no consumer)"
+            for m in g.members if not reason else ():
+                t = m.tensor()
+                if t is None or t.shape[m.dim] != m.blocks * g.size:
+                    reason = f"{m.path} has {None if t is None else t.shape[m.dim]} channels, not {m.blocks * g.size}"
+                    break
+        if reason:
+            discrete[g.name] = reason
+            continue
+        groups.append(g)
+        rules += g.rules
+    for block in attention_blocks(net, keep):
+        if block.kind == "vit":
+            groups.append(attention_group(block, "heads"))
+        elif not any(m.module_name == block.name and m.param_name == "in_proj_weight" for g in groups for m in g.members):
+            discrete[f"{block.prefix}head_dim"] = (f"follows the embedding width of MultiheadAttention {block.name!r}, "
+                                                   "whose group stays discrete")
+            continue
+        groups.append(attention_group(block, "head_dim"))
+    return groups, rules, discrete
+
+
+def _forward_error(cnet: ContinuousNet, example_inputs: Any, widths: Mapping[str, int]) -> Exception | None:
+    """The exception a forward at ``widths`` raises (``None`` when it runs)."""
+    cnet.resample(dict(widths))
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    try:
+        with torch.no_grad():
+            cnet(*inputs)
+    except Exception as err:  # noqa: BLE001 -- any failure means this width is not representable
+        return err
+    return None
+
+
+def _resizable(cnet: ContinuousNet, example_inputs: Any) -> ContinuousNet:
+    """Check that every group can be resampled: a forward at half width per group (one forward when all
+    pass). A group whose forward fails gets the attribute rule that makes it run (a module attribute equal
+    to its channel count that the forward reads, :func:`thesislib.graph.width_attributes`), else it stays
+    discrete with the error as the reason (and a MultiheadAttention head dimension following it too)."""
+    linked = {a.head_dim for a in cnet._attn if a.embed is not None}
+    free = [n for n in cnet._groups if n not in linked]
+    was_training = cnet.training
+    cnet.eval()
+    bad: dict[str, str] = {}
+    try:
+        if _forward_error(cnet, example_inputs, {n: keep_count(0.5, cnet._groups[n].size) for n in free}) is None:
+            return cnet
+        for name in free:
+            small = {name: keep_count(0.5, cnet._groups[name].size)}
+            err = _forward_error(cnet, example_inputs, small)
+            if err is None:
+                continue
+            known = {(r.module_name, r.attr) for r in cnet._rules}
+            for rule in width_attributes(cnet.net, cnet._groups[name]):
+                if (rule.module_name, rule.attr) in known:
+                    continue
+                cnet._rules.append(rule)
+                cnet._applied = None
+                if _forward_error(cnet, example_inputs, small) is None:
+                    err = None
+                    break
+                cnet._rules.remove(rule)
+                cnet._applied = None
+            if err is not None:
+                bad[name] = f"resampling it breaks the forward ({type(err).__name__}: {err})"
+    finally:
+        cnet.resample(1.0)
+        cnet._applied = None
+        cnet._apply_attrs(cnet.full_widths)
+        cnet.train(was_training)
+    if not bad:
+        return cnet
+    for a in cnet._attn:
+        if a.embed in bad:
+            bad[a.head_dim] = f"follows the width of {a.embed!r}, which stays discrete"
+    groups = [g for n, g in cnet._groups.items() if n not in bad]
+    rules = [r for r in cnet._rules if r.group not in bad]
+    return ContinuousNet(cnet.net, groups, rules, {**cnet.discrete_groups, **bad}, cnet.interpolation,
+                         cnet.quadrature, cnet._seed)
+
+
 def to_continuous(net: nn.Module, example_inputs: Any, *, interpolation: str = "cubic",
                   quadrature: str = "trapezoid", permute: bool = True, keep_discrete: Iterable[str] = (),
-                  permute_roles: tuple[str, ...] = ("producer", "consumer"), permutation_starts: int = 2,
+                  permute_roles: tuple[str, ...] = (Role.PRODUCER, Role.CONSUMER), permutation_starts: int = 2,
                   seed: int = 0) -> ContinuousNet:
     """Convert a trained network to a :class:`ContinuousNet` computing the same function at full width.
 
     ``example_inputs`` is one input batch (or a tuple of inputs) for tracing the channel groups.
     ``net`` itself is not modified (a deep copy is converted). ``keep_discrete`` names modules (and
-    their submodules) whose channel groups stay discrete, e.g. unsupported layer types. With
-    ``permute=True`` each group's channels are reordered to minimise the total variation of its
-    tensors with the roles in ``permute_roles`` (:func:`.permutation.tv_order`, ``permutation_starts``
-    greedy starts); all member tensors are reordered alike. The default -- the producer and consumer
-    weights, not the per-channel BatchNorm/LayerNorm parameters and statistics -- measured best:
-    on a Fashion-MNIST 4-conv BatchNorm CNN resampled to half width (DCT, recalibrated) 78 % with
-    producers + consumers, 71 % producers only, 62 % when BatchNorm members are included too.
+    their submodules) whose channel groups stay discrete, e.g. unsupported layer types. Groups the
+    forward cannot run at a smaller width stay discrete too (:attr:`ContinuousNet.discrete_groups`
+    says why). With ``permute=True`` each group's channels are reordered to minimise the total
+    variation of its tensors with the roles in ``permute_roles`` (:func:`.permutation.tv_order`,
+    ``permutation_starts`` greedy starts); all member tensors are reordered alike. The default reads
+    the producer and consumer weights, not the per-channel BatchNorm/LayerNorm parameters and
+    statistics (the comparison is in ``benchmarks/continuous.py``). ``ValueError`` for an unsupported
+    module, NaN or infinite weights, or inputs the network does not run on.
     """
+    check_finite(net)
     net = copy.deepcopy(net)
     keep = tuple(keep_discrete)
-    search = find_groups(net, example_inputs, keep)
-    agroups, _ = attention_groups(net, keep)
-    cnet = ContinuousNet(net, search.groups + agroups, search.rules, search.discrete, interpolation, quadrature, seed)
+    groups, rules, discrete = _continuous_groups(net, example_inputs, keep)
+    cnet = ContinuousNet(net, groups, rules, discrete, interpolation, quadrature, seed)
+    cnet = _resizable(cnet, example_inputs)
     if permute:
         for g in cnet.groups:
             if g.size <= 2:

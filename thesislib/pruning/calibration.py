@@ -9,20 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
+from thesislib.runtime import batch_inputs, batch_targets, model_device  # noqa: F401 (model_device: re-exported)
 
 
 def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(inputs, targets)`` of a loader batch: a tensor, or a tuple/list whose first items are inputs and targets."""
-    if isinstance(batch, torch.Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and batch:
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    raise ValueError(f"a calibration batch must be a tensor or an (inputs, targets) pair, got {type(batch).__name__}")
+    """``(inputs, targets)`` of a loader batch (:func:`thesislib.runtime.batch_inputs`); targets ``None``
+    for a batch without them (a bare tensor)."""
+    x = batch_inputs(batch)
+    try:
+        return x, batch_targets(batch)
+    except ValueError:
+        return x, None
 
 
 def calib_batches(calib: Iterable, batches: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .calibration import calib_batches, model_device, task_loss
-from .structural import ChannelGroup, Member
+from thesislib.graph import ChannelGroup, Member, Role
+from thesislib.runtime import model_device
+
+from .calibration import calib_batches, task_loss
 
 
 def _weight(member: Member) -> torch.Tensor:
-    return member.module.weight.detach()
+    return member.tensor().detach()
 
 
 def random_scores(groups: list[ChannelGroup], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -45,7 +47,7 @@ def magnitude_scores(groups: list[ChannelGroup], p: int) -> dict[str, torch.Tens
     out = {}
     for g in groups:
         total = torch.zeros(g.size)
-        for m in g.by_role("producer"):
+        for m in g.weights(Role.PRODUCER):
             total += m.reduce(_weight(m).abs().pow(p), m.axis, g.size).cpu()
         out[g.name] = total.pow(1.0 / p)
     return out
@@ -60,7 +62,7 @@ def bn_scale_scores(groups: list[ChannelGroup]) -> dict[str, torch.Tensor]:
     l1 = magnitude_scores(groups, 1)
     out = {}
     for g in groups:
-        norms = [m for m in g.by_role("norm") if isinstance(m.module, nn.modules.batchnorm._BatchNorm)
+        norms = [m for m in g.weights(Role.NORM) if isinstance(m.module, nn.modules.batchnorm._BatchNorm)
                  and m.module.weight is not None]
         if not norms:
             out[g.name] = l1[g.name]
@@ -73,14 +75,15 @@ def bn_scale_scores(groups: list[ChannelGroup]) -> dict[str, torch.Tensor]:
 
 
 def _group_params(g: ChannelGroup) -> list[tuple[Member, str, torch.Tensor, int]]:
-    return [(m, name, t, axis) for m in g.members for name, t, axis in m.tensors() if isinstance(t, nn.Parameter)]
+    """(member, parameter name, parameter, channel axis) of every parameter the group cuts (buffers left out)."""
+    return [(m, m.param_name, t, m.axis) for m in g.members for t in (m.tensor(),) if isinstance(t, nn.Parameter)]
 
 
 @torch.no_grad()
 def taylor_terms(g: ChannelGroup) -> torch.Tensor:
     """``Σ_{s ∈ group(c)} g_s w_s`` per root channel from the gradients currently stored in ``.grad``
     (producer filters and biases, BatchNorm/LayerNorm γ and β, consumer columns)."""
-    device = g.members[0].module.weight.device
+    device = g.members[0].tensor().device
     s = torch.zeros(g.size, dtype=torch.float64, device=device)
     for m, _, t, axis in _group_params(g):
         if t.grad is not None:
@@ -306,7 +309,7 @@ def lfp_scores(model: nn.Module, groups: list[ChannelGroup], calib: Iterable, ba
     totals = {g.name: torch.zeros(g.size, dtype=torch.float64) for g in groups}
     hooks = []
     for g in groups:
-        sources = g.by_role("norm") or g.by_role("producer")
+        sources = g.weights(Role.NORM) or g.weights(Role.PRODUCER)
         sources = [m for m in sources if isinstance(m.module, nn.modules.batchnorm._BatchNorm)] or sources
         for m in sources:
             def hook(module, inputs, output, m=m, g=g):

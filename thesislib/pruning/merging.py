@@ -15,39 +15,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .structural import ChannelGroup, Plan
+from thesislib.graph import ChannelGroup, Member, Role
+
+from .structural import Plan
 
 
-def _member_matrix(m, t: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+def _member_matrix(m: Member, t: torch.Tensor, axis: int, size: int) -> torch.Tensor:
     """``[size, k]`` rows: everything of root channel ``c`` along ``axis`` flattened."""
     moved = t.detach().movedim(axis, 0)
-    return torch.stack([moved[idxs].reshape(-1) for idxs in m.local]).double().cpu()
+    return torch.stack([moved[idxs].reshape(-1) for idxs in m.indices(size)]).double().cpu()
 
 
 def channel_features(group: ChannelGroup, consumers: bool) -> torch.Tensor:
     """``[size, d]`` feature rows of the group's channels (producers after BatchNorm; optionally consumers)."""
     scale = torch.ones(group.size, dtype=torch.float64)
     shift = torch.zeros(group.size, dtype=torch.float64)
-    norms = [m for m in group.by_role("norm") if isinstance(m.module, nn.modules.batchnorm._BatchNorm)
+    norms = [m for m in group.weights(Role.NORM) if isinstance(m.module, nn.modules.batchnorm._BatchNorm)
              and m.module.running_var is not None]
     if len(norms) == 1:  # one producer -> one BatchNorm: fold it; residual groups keep raw filters
         m = norms[0]
-        mod, idx = m.module, [i[0] for i in m.local]
+        mod, idx = m.module, [i[0] for i in m.indices(group.size)]
         ones = torch.ones(group.size, dtype=torch.float64)
         gamma = mod.weight.detach()[idx].double().cpu() if mod.weight is not None else ones
         beta = mod.bias.detach()[idx].double().cpu() if mod.bias is not None else 0 * ones
         scale = gamma / torch.sqrt(mod.running_var.detach()[idx].double().cpu() + mod.eps)
         shift = beta - scale * mod.running_mean.detach()[idx].double().cpu()
     parts = []
-    for m in group.by_role("producer"):
-        w = _member_matrix(m, m.module.weight, m.axis, group.size)
+    for m in group.weights(Role.PRODUCER):
+        w = _member_matrix(m, m.tensor(), m.axis, group.size)
         parts.append(w * scale[:, None])
         b = (_member_matrix(m, m.module.bias, 0, group.size) if m.module.bias is not None
              else torch.zeros(group.size, 1, dtype=torch.float64))
         parts.append(scale[:, None] * b + shift[:, None])
     if consumers:
-        for m in group.by_role("consumer"):
-            parts.append(_member_matrix(m, m.module.weight, m.axis, group.size))
+        for m in group.weights(Role.CONSUMER):
+            parts.append(_member_matrix(m, m.tensor(), m.axis, group.size))
     return torch.cat(parts, dim=1)
 
 
@@ -92,7 +94,7 @@ def fold_plan(group: ChannelGroup, counts: list[int], seed: int = 0) -> Plan:
     from sklearn.cluster import KMeans
 
     feats = channel_features(group, consumers=False)
-    if any(isinstance(m.module, nn.modules.batchnorm._BatchNorm) for m in group.by_role("norm")):
+    if any(isinstance(m.module, nn.modules.batchnorm._BatchNorm) for m in group.by_role(Role.NORM)):
         # BatchNorm standardises every channel, so only a filter's direction matters: spherical k-means
         feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
     feats = feats.numpy()

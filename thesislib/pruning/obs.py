@@ -24,8 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .calibration import calib_batches, model_device
-from .structural import ChannelGroup, Member, Plan
+from thesislib.graph import ChannelGroup, Member, Role
+from thesislib.runtime import model_device
+
+from .calibration import calib_batches
+from .structural import Plan
 
 
 def _supported(m: Member) -> bool:
@@ -97,9 +100,9 @@ def input_hessians(model: nn.Module, modules: list[nn.Module], calib: Iterable, 
     return {m: 2 * sums[m] / counts[m] for m in sums}
 
 
-def _blocks(m: Member) -> list[list[int]]:
+def _blocks(m: Member, size: int) -> list[list[int]]:
     kk = 1 if isinstance(m.module, nn.Linear) else m.module.kernel_size[0] * m.module.kernel_size[1]
-    return [[i * kk + j for i in idxs for j in range(kk)] for idxs in m.local]
+    return [[i * kk + j for i in idxs for j in range(kk)] for idxs in m.indices(size)]
 
 
 @torch.no_grad()
@@ -109,7 +112,7 @@ def obs_plan(group: ChannelGroup, hessians: dict[nn.Module, torch.Tensor], count
 
     ``None`` when the group has no consumer that OBS can compensate.
     """
-    consumers = [m for m in group.by_role("consumer") if _supported(m) and m.module in hessians]
+    consumers = [m for m in group.weights(Role.CONSUMER) if _supported(m) and m.module in hessians]
     if not consumers:
         return None
     state = []
@@ -123,7 +126,7 @@ def obs_plan(group: ChannelGroup, hessians: dict[nn.Module, torch.Tensor], count
         W[:, dead] = 0.0
         H += damp * diag.mean().clamp_min(1e-12) * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
         Hinv = torch.linalg.inv(H)
-        blocks = torch.tensor(_blocks(m), device=W.device)  # [size, q]
+        blocks = torch.tensor(_blocks(m, group.size), device=W.device)  # [size, q]
         state.append((m, W, Hinv, blocks))
     part_of = {c: i for i, p in enumerate(group.partitions) for c in p}
     quota = [len(p) - k for p, k in zip(group.partitions, counts)]

@@ -1,24 +1,19 @@
-"""Coupled channel groups and their physical removal.
+"""Physical removal of channels: the pruning policy on :mod:`thesislib.graph`'s channel groups.
 
-Groups are found by torch-pruning's :class:`~torch_pruning.DependencyGraph` (Fang et al., "DepGraph:
-Towards Any Structural Pruning", CVPR 2023): every Conv/Linear output channel axis together with every
-tensor axis that must shrink with it (BatchNorm/LayerNorm, the inputs of consuming layers, residual
-additions).  Each group is turned into a :class:`ChannelGroup` whose members say, for every *root*
-channel ``c`` (``0 <= c < size``), which indices of which tensor axis belong to it, so that the
-importance, reconstruction and merging code never touches torch-pruning internals.
+The groups (every Conv/Linear output channel axis with every tensor axis that must shrink with it, each
+member saying for every *root* channel ``c`` which indices of its tensor axis belong to it) come from
+:func:`thesislib.graph.trace`, so the importance, reconstruction and merging code never touches
+torch-pruning internals. :func:`analyse` keeps the groups this module can remove (:func:`_prunable`).
 
-Removal goes through the same DependencyGraph (``DG.get_pruning_group(...).prune()``) except where
-torch-pruning 1.6.1 is wrong, which this module works around:
+Removal goes through the traced DependencyGraph (``DG.get_pruning_group(...).prune()``) except where
+torch-pruning 1.6 is wrong, which this module works around:
 
 * attention: the DependencyGraph cannot follow ``qkv -> reshape -> attention -> proj`` and leaves the
-  ``num_heads``/``head_dim`` attributes stale.  :class:`thesislib.models.vit.Attention` blocks get a
-  hand-made per-block head-dimension group (the same number of dimensions kept in every head; q, k and
-  v rows of ``qkv`` and the columns of ``proj`` removed together) and their attributes are updated;
-  the softmax scale is frozen at ``1/sqrt(original head_dim)`` so that removing dimensions does not
-  also rescale the logits;
-* in-place activations (``nn.ReLU(inplace=True)`` right after a convolution, as in SRCNN) replace the
-  output's ``grad_fn`` that torch-pruning's tracer maps back to the convolution, so the graph silently
-  loses those layers and finds no group at all; tracing runs with ``inplace=False`` (restored after);
+  ``num_heads``/``head_dim`` attributes stale.  Attention blocks (:func:`thesislib.graph.is_vit_attention`)
+  get :func:`thesislib.graph.attention_group`'s per-head dimension group (the same number of dimensions
+  kept in every head; q, k and v rows of ``qkv`` and the columns of ``proj`` removed together) or its
+  heads group, and their attributes are updated; the softmax scale is frozen at
+  ``1/sqrt(original head_dim)`` so that removing dimensions does not also rescale the logits;
 * ``torch.nn.utils.parametrizations.spectral_norm``: torch-pruning crashes on parametrised weights
   (``KeyError: attribute 'weight' already exists``).  The parametrisation is taken off (keeping the
   normalised weight ``W/σ``), the layer is pruned as a plain layer and spectral_norm is registered
@@ -33,90 +28,18 @@ whose channel mapping torch-pruning 1.6.1 gets wrong).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Sequence
 
 import torch
-import torch_pruning as tp
 from torch import nn
-from torch.nn.utils import parametrize
 
-from thesislib.dependency import dependency_graph
+from thesislib.graph import (ATTENTION_AXES, ChannelGroup, Role, attention_blocks, attention_group,
+                             spectral_norms, trace)
+from thesislib.runtime import check_finite
 
-ROLES = ("producer", "consumer", "norm")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
-
-
-@dataclass
-class Member:
-    """One tensor axis of a channel group.
-
-    ``local[c]`` lists the indices along ``axis`` of this module's weight that belong to root channel ``c``
-    (a Linear after a flatten owns several input columns per channel).
-    """
-
-    module: nn.Module
-    name: str
-    role: str  # "producer" | "consumer" | "norm"
-    axis: int  # channel axis of ``module.weight``
-    local: list[list[int]]
-
-    def tensors(self) -> list[tuple[str, torch.Tensor, int]]:
-        """(parameter or buffer name, tensor, channel axis) of every tensor of this member that the group cuts."""
-        out: list[tuple[str, torch.Tensor, int]] = []
-        if getattr(self.module, "weight", None) is not None:
-            out.append(("weight", self.module.weight, self.axis))
-        if self.role in ("producer", "norm") and getattr(self.module, "bias", None) is not None:
-            out.append(("bias", self.module.bias, 0))
-        if self.role == "norm" and isinstance(self.module, nn.modules.batchnorm._BatchNorm):
-            if self.module.running_mean is not None:
-                out += [("running_mean", self.module.running_mean, 0), ("running_var", self.module.running_var, 0)]
-        return out
-
-    def index(self, size: int, length: int, device: torch.device) -> torch.Tensor:
-        """For each index along the axis (``length`` of them), its root channel; ``size`` for unmapped ones."""
-        key = (size, length, str(device))
-        cache = self.__dict__.setdefault("_index_cache", {})
-        if key not in cache:
-            flat = [i for idxs in self.local for i in idxs]
-            owner = [c for c, idxs in enumerate(self.local) for _ in idxs]
-            root = torch.full((length,), size, dtype=torch.long)
-            root[torch.tensor(flat, dtype=torch.long)] = torch.tensor(owner, dtype=torch.long)
-            cache[key] = root.to(device)
-        return cache[key]
-
-    def reduce(self, values: torch.Tensor, axis: int, size: int) -> torch.Tensor:
-        """Sum ``values`` (shaped like one of this member's tensors) over everything but its channel axis,
-        then over the local indices of each root channel: a ``[size]`` vector."""
-        per_index = values.movedim(axis, 0).reshape(values.shape[axis], -1).sum(1)
-        out = torch.zeros(size + 1, dtype=per_index.dtype, device=per_index.device)
-        out.scatter_add_(0, self.index(size, per_index.numel(), per_index.device), per_index)
-        return out[:size]
-
-
-@dataclass
-class ChannelGroup:
-    """Coupled channels pruned together: ``size`` root channels, ``members`` the tensor axes they cut.
-
-    ``partitions`` split the root channels into blocks that must keep the same count each (one per head
-    for attention head dimensions; one block otherwise).
-    """
-
-    name: str
-    size: int
-    members: list[Member]
-    partitions: list[list[int]]
-    root: nn.Module | None = None  # torch-pruning root module (None for attention groups)
-    root_handler: object = None
-    attention: nn.Module | None = None
-
-    def by_role(self, role: str) -> list[Member]:
-        return [m for m in self.members if m.role == role]
-
-    def kept_counts(self, ratio: float) -> list[int]:
-        """Channels kept per partition: ``max(1, round(ratio * n))`` (the rule of ``cnet.resample``)."""
-        return [max(1, round(ratio * len(p))) for p in self.partitions]
+ATTENTION_UNITS = ATTENTION_AXES
 
 
 @dataclass
@@ -133,7 +56,7 @@ class Structure:
     """A model, its DependencyGraph and its prunable channel groups."""
 
     model: nn.Module
-    graph: tp.DependencyGraph
+    graph: Any
     groups: list[ChannelGroup] = field(default_factory=list)
     spectral: list[tuple[nn.Module, dict]] = field(default_factory=list)
 
@@ -144,18 +67,14 @@ class Structure:
         raise ValueError(f"unknown group {name!r}; groups: {', '.join(g.name for g in self.groups)}")
 
 
-def _attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from thesislib.models.vit import Attention
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, Attention)]
-
-
 def default_ignored_layers(model: nn.Module) -> list[nn.Module]:
     """Layers whose output channels are never pruned.
 
     The last Conv/Linear in module order (classifier head, SR tail), convolutions right before an
     ``nn.PixelShuffle`` inside a Sequential, and for ViTs the ``patch_embed`` (the residual stream,
     shared by cls token and positional embedding) and every attention ``qkv`` (handled separately).
+    Any other group holding a free parameter (a residual stream with a class token) is skipped by
+    :func:`analyse` under these defaults.
     """
     ignored: list[nn.Module] = []
     last = None
@@ -169,10 +88,10 @@ def default_ignored_layers(model: nn.Module) -> list[nn.Module]:
                     ignored.append(a)
     if last is not None:
         ignored.append(last)
-    attention = _attention_modules(model)
-    if attention:
-        for _, a in attention:
-            ignored.append(a.qkv)
+    blocks = [b for b in attention_blocks(model) if b.kind == "vit"]
+    if blocks:
+        for b in blocks:
+            ignored.append(b.module.qkv)
         embed = getattr(model, "patch_embed", None)
         if isinstance(embed, nn.Module):
             ignored.append(embed)
@@ -182,15 +101,9 @@ def default_ignored_layers(model: nn.Module) -> list[nn.Module]:
 def strip_spectral_norm(model: nn.Module) -> list[tuple[nn.Module, dict]]:
     """Remove every ``spectral_norm`` parametrisation, keeping the normalised weight; return what to restore."""
     removed: list[tuple[nn.Module, dict]] = []
-    for m in model.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            for p in m.parametrizations["weight"]:
-                if type(p).__name__ != "_SpectralNorm":
-                    raise ValueError(f"cannot prune {type(m).__name__} with a {type(p).__name__} parametrisation; "
-                                     "only spectral_norm is supported")
-            sn = m.parametrizations["weight"][0]
-            removed.append((m, {"n_power_iterations": sn.n_power_iterations, "eps": sn.eps, "dim": sn.dim}))
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    for sn in spectral_norms(model):
+        removed.append((sn.module, {"n_power_iterations": sn.n_power_iterations, "eps": sn.eps, "dim": sn.dim}))
+        torch.nn.utils.parametrize.remove_parametrizations(sn.module, "weight", leave_parametrized=True)
     return removed
 
 
@@ -200,92 +113,51 @@ def restore_spectral_norm(removed: Iterable[tuple[nn.Module, dict]]) -> None:
         torch.nn.utils.parametrizations.spectral_norm(m, **kwargs)
 
 
-def _role(module: nn.Module, handler, graph: tp.DependencyGraph) -> tuple[str, int] | None:
-    transposed = isinstance(module, _CONV) and getattr(module, "transposed", False)
-    if isinstance(module, (nn.Linear,) + _CONV):
-        if graph.is_out_channel_pruning_fn(handler):
-            return "producer", 1 if transposed else 0
-        if graph.is_in_channel_pruning_fn(handler):
-            return "consumer", 0 if transposed else 1
+def _prunable(group: ChannelGroup, ignored: set[str], skip_free: bool) -> ChannelGroup | None:
+    """The removal policy on a traced group: ``None`` when it touches an ignored layer's output, a grouped
+    or depthwise convolution, a reshape with unknown channel correspondence, an index torch-pruning maps
+    wrongly (PixelShuffle), or has no producer; else the group with its layer members only."""
+    if group.conv_groups or "channel shuffle" in group.reason or ignored & set(group.outputs):
         return None
-    if isinstance(module, _NORMS):
-        return "norm", 0
-    return None
-
-
-def _convert(group: tp.dependency.Group, graph: tp.DependencyGraph, names: dict) -> ChannelGroup | None:
-    root_item = group[0]
-    size = len(root_item.idxs)
-    members: list[Member] = []
-    for item in group.items:
-        module = item.dep.target.module
-        if not isinstance(module, nn.Module):
-            continue
-        role = _role(module, item.dep.handler, graph)
-        if role is None:
-            continue
-        if isinstance(module, _CONV) and module.groups != 1:
-            return None  # grouped / depthwise convolutions: not supported by these baselines
-        local: list[list[int]] = [[] for _ in range(size)]
-        for i, r in zip(item.idxs, item.root_idxs):
-            if r is None:
-                continue
-            local[r].append(int(i))
-        length = module.weight.shape[role[1]] if getattr(module, "weight", None) is not None else None
-        if length is not None and any(i >= length for idxs in local for i in idxs):
-            return None  # an index mapping torch-pruning got wrong (e.g. through PixelShuffle)
-        members.append(Member(module, names.get(module, type(module).__name__), role[0], role[1], local))
-    if not any(m.role == "producer" for m in members):
+    if skip_free and any(m.free for m in group.members):
         return None
-    name = names.get(root_item.dep.target.module, "group")
-    return ChannelGroup(name=name, size=size, members=members, partitions=[list(range(size))],
-                        root=root_item.dep.target.module, root_handler=root_item.dep.handler)
+    members = [m for m in group.members if not m.free]
+    for m in members:
+        t = m.tensor()
+        if t is not None and m.local is not None and any(i >= t.shape[m.axis] for idxs in m.local for i in idxs):
+            return None
+    if not any(m.role == Role.PRODUCER for m in members):
+        return None
+    return replace(group, members=members)
 
 
-ATTENTION_UNITS = ("head_dim", "heads")
-
-
-def _attention_group(name: str, attn: nn.Module, unit: str) -> ChannelGroup:
-    """Hand-made group of one attention block: per-head dimensions (``unit="head_dim"``, the same count kept
-    in every head) or whole heads (``unit="heads"``); q, k, v rows of ``qkv`` and ``proj`` columns together."""
-    heads, hd = attn.num_heads, attn.head_dim
-    inner = heads * hd
-    if unit == "head_dim":
-        cols = [[c] for c in range(inner)]
-        partitions = [list(range(h * hd, (h + 1) * hd)) for h in range(heads)]
-    else:
-        cols = [list(range(h * hd, (h + 1) * hd)) for h in range(heads)]
-        partitions = [list(range(heads))]
-    rows = [[part * inner + c for part in range(3) for c in cs] for cs in cols]
-    qkv = Member(attn.qkv, f"{name}.qkv", "producer", 0, rows)
-    proj = Member(attn.proj, f"{name}.proj", "consumer", 1, cols)
-    return ChannelGroup(name=f"{name}.{unit}", size=len(cols), members=[qkv, proj], partitions=partitions,
-                        attention=attn)
+def _attention_groups(model: nn.Module, user_ignored: Sequence[nn.Module], attention: str) -> list[ChannelGroup]:
+    groups = []
+    for block in attention_blocks(model):
+        if block.kind != "vit" or any(block.module is m or block.module.proj is m for m in user_ignored):
+            continue
+        groups.append(attention_group(block, attention, per_head=attention == "head_dim"))
+    return groups
 
 
 def analyse(model: nn.Module, example_inputs, ignored_layers: Sequence[nn.Module] | None = None,
             attention: str = "head_dim") -> Structure:
     """Build the DependencyGraph of ``model`` (in place: spectral_norm is stripped) and list its prunable groups.
 
-    ``attention`` chooses what attention blocks lose: per-head dimensions (``"head_dim"``) or whole heads.
+    Groups come from :func:`thesislib.graph.trace`; ``attention`` chooses what attention blocks lose:
+    per-head dimensions (``"head_dim"``, the same count in every head) or whole heads.
     """
     if attention not in ATTENTION_UNITS:
         raise ValueError(f"attention must be one of {ATTENTION_UNITS}, got {attention!r}")
+    check_finite(model)
     spectral = strip_spectral_norm(model)
     ignored = list(default_ignored_layers(model) if ignored_layers is None else ignored_layers)
-    ignored += [a.qkv for _, a in _attention_modules(model) if a.qkv not in ignored]
-    graph = dependency_graph(model, example_inputs)  # traces with in-place activations disabled
-    names = {m: n for n, m in model.named_modules()}
-    groups: list[ChannelGroup] = []
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Linear,) + _CONV):
-        converted = _convert(group, graph, names)
-        if converted is not None:
-            groups.append(converted)
-    user_ignored = list(ignored_layers or [])
-    for name, attn in _attention_modules(model):
-        if not any(attn is m or attn.proj is m for m in user_ignored):
-            groups.append(_attention_group(name, attn, attention))
-    return Structure(model=model, graph=graph, groups=groups, spectral=spectral)
+    names = {id(m): n for n, m in model.named_modules()}
+    ignored_names = {names[id(m)] for m in ignored if id(m) in names}
+    traced = trace(model, example_inputs)  # traces with in-place activations disabled
+    groups = [g for g in (_prunable(t, ignored_names, ignored_layers is None) for t in traced.groups) if g is not None]
+    groups += _attention_groups(model, list(ignored_layers or []), attention)
+    return Structure(model=model, graph=traced.graph, groups=groups, spectral=spectral)
 
 
 @torch.no_grad()
@@ -294,15 +166,18 @@ def apply_merge(group: ChannelGroup, plan: Plan) -> None:
     if plan.clusters is None:
         return
     for member in group.members:
-        for pname, tensor, axis in member.tensors():
-            t = tensor.data.movedim(axis, 0)
-            for keep, cluster in zip(plan.keep, plan.clusters):
-                if len(cluster) <= 1:
-                    continue
-                for j in range(len(member.local[keep])):
-                    rows = [member.local[c][j] for c in cluster]
-                    block = t[rows]
-                    t[member.local[keep][j]] = block.sum(0) if member.role == "consumer" else block.mean(0)
+        tensor = member.tensor()
+        if tensor is None:
+            continue
+        local = member.indices(group.size)
+        t = tensor.data.movedim(member.axis, 0)
+        for keep, cluster in zip(plan.keep, plan.clusters):
+            if len(cluster) <= 1:
+                continue
+            for j in range(len(local[keep])):
+                rows = [local[c][j] for c in cluster]
+                block = t[rows]
+                t[local[keep][j]] = block.sum(0) if member.role == Role.CONSUMER else block.mean(0)
 
 
 def _slice_linear(layer: nn.Linear, axis: int, keep: torch.Tensor) -> None:
@@ -322,16 +197,13 @@ def remove_channels(structure: Structure, group: ChannelGroup, keep: Sequence[in
     if not drop:
         return
     if group.attention is not None:
-        attn = group.attention
+        attn = group.attention.module
         counts = [sum(1 for k in keep_sorted if k in set(p)) for p in group.partitions]
         if len(set(counts)) != 1:
             raise ValueError(f"{group.name}: every head must keep the same number of dimensions, got {counts}")
-        qkv, proj = group.members
-        rows = []
-        for part in range(3):
-            for k in keep_sorted:
-                width = len(qkv.local[k]) // 3
-                rows += qkv.local[k][part * width:(part + 1) * width]
+        rows = [i for view in "qkv" for m in group.members if m.view == view and m.param_name == "weight"
+                for k in keep_sorted for i in m.local[k]]
+        proj = next(m for m in group.members if m.view == "proj")
         _slice_linear(attn.qkv, 0, torch.tensor(rows))
         _slice_linear(attn.proj, 1, torch.tensor([c for k in keep_sorted for c in proj.local[k]]))
         if attn.scale is None:  # keep the logit scale of the trained model
