@@ -191,3 +191,37 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, crop
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
     return s.mean().item()
+
+
+@torch.no_grad()
+def correct_predictions(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> torch.Tensor:
+    """Per-image top-1 correctness (bool, CPU, loader order) of ``model`` in eval mode (restored after); its
+    mean is :func:`accuracy`, its values feed :func:`bootstrap_interval`."""
+    device = resolve_device(model, device)
+    was_training = model.training
+    model.eval()
+    hits = [(model(x.to(device)).argmax(1).cpu() == y.cpu()) for x, y in loader]
+    model.train(was_training)
+    if not hits:
+        raise ValueError("correct_predictions got an empty loader")
+    return torch.cat(hits)
+
+
+def bootstrap_interval(values: Any, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval (Efron & Tibshirani 1993, Ch. 13) of the mean of ``values`` (one number per
+    test example: correctness, a per-image PSNR, or a paired difference of two methods), resampling the examples
+    with replacement ``resamples`` times with a seeded generator."""
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() == 0:
+        raise ValueError("bootstrap_interval needs at least one value")
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(f"level must be in (0, 1) and resamples >= 1, got level={level}, resamples={resamples}")
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.empty(resamples, dtype=torch.float64)
+    chunk = max(1, 2_000_000 // v.numel())
+    for start in range(0, resamples, chunk):
+        n = min(chunk, resamples - start)
+        means[start:start + n] = v[torch.randint(v.numel(), (n, v.numel()), generator=gen)].mean(1)
+    alpha = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
+    return float(low), float(high)
