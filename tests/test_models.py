@@ -142,7 +142,7 @@ def test_edsr_bad_arguments() -> None:
 
 
 def test_build_names_and_errors() -> None:
-    assert set(MODELS) == {"resnet18", "vit", "srcnn", "edsr"}
+    assert set(MODELS) == {"resnet18", "resnet20", "vit", "srcnn", "edsr"}
     assert isinstance(build("srcnn", width=0.25), nn.Module)
     assert build("resnet18", width=0.125, stem="small").conv1.out_channels == 8
     with pytest.raises(ValueError) as info:
@@ -169,3 +169,20 @@ def test_models_are_deterministic_under_a_seed_and_move_devices() -> None:
                         ("srcnn", {}, torch.rand(1, 1, 12, 12))]:
         model = build(name, **kw).to(device).eval()
         assert model(x.to(device)).device.type == device.type
+
+
+def test_resnet20_cifar_structure_and_errors() -> None:
+    from thesislib.models import resnet20
+
+    net = resnet20()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert len(convs) + len(linears) == 20  # 6n + 2 weighted layers, n = 3 (He et al. 2016, Sec. 4.2)
+    assert [net.layer1[0].conv1.out_channels, net.layer2[0].conv1.out_channels, net.layer3[0].conv1.out_channels] == [16, 32, 64]
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert resnet20(width=0.5, in_channels=1).conv1.weight.shape == (8, 1, 3, 3)
+    with pytest.raises(ValueError, match="6n"):
+        from thesislib.models.cifar_resnet import CifarResNet
+        CifarResNet(depth=21)
+    with pytest.raises(ValueError, match="num_classes"):
+        resnet20(num_classes=0)

@@ -1,6 +1,7 @@
 """Models of the thesis experiments, each with a width multiplier.
 
 * :func:`resnet18` -- ResNet-18 (He et al. 2016), torchvision module names, ImageNet or small-image stem;
+* :func:`resnet20` -- the CIFAR ResNet-20 (He et al. 2016, Sec. 4.2), 16/32/64 channels, projection shortcuts;
 * :func:`vit` -- a small Vision Transformer (Dosovitskiy et al. 2021), timm-style attention;
 * :func:`srcnn` -- SRCNN 9-5-5 (Dong et al. 2014);
 * :func:`edsr` -- EDSR-baseline (Lim et al. 2017), pixel-shuffle or transposed-conv upsampler.
@@ -14,12 +15,14 @@ from typing import Callable
 
 from torch import nn
 
+from .cifar_resnet import CifarResNet, resnet20
 from .resnet import ResNet, resnet18
 from .sr import EDSR, SRCNN, edsr, srcnn
 from .vit import Attention, VisionTransformer, vit
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
+    "resnet20": resnet20,
     "vit": vit,
     "srcnn": srcnn,
     "edsr": edsr,
@@ -35,6 +38,6 @@ def build(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "build", "resnet18", "vit", "srcnn", "edsr",
-    "ResNet", "VisionTransformer", "Attention", "SRCNN", "EDSR",
+    "MODELS", "build", "resnet18", "resnet20", "vit", "srcnn", "edsr",
+    "ResNet", "CifarResNet", "VisionTransformer", "Attention", "SRCNN", "EDSR",
 ]
