@@ -65,9 +65,9 @@ def test_registry_lists_every_method_with_its_calibration_need() -> None:
     assert METHOD_REGISTRY["continuous"].convert is not None and METHOD_REGISTRY["continuous"].score is None
     assert {n for n, m in METHOD_REGISTRY.items() if m.plan is not None} == {"obs", "ifm", "fold"}
     assert SCORED == ("random", "l1", "l2", "bn_scale", "taylor", "hessian", "lfp", "gmp")
-    assert cap.METHODS == tuple(cap.ESTIMATORS) == ("weights", "output", "features")
+    assert cap.METHODS == tuple(cap.ESTIMATORS) == ("weights", "output", "features", "fisher")
     assert {n: e.needs_calibration for n, e in cap.ESTIMATORS.items()} == {"weights": False, "output": True,
-                                                                           "features": True}
+                                                                           "features": True, "fisher": True}
 
 
 def test_registries_refuse_duplicates_and_malformed_entries() -> None:
@@ -261,9 +261,10 @@ def test_pruning_allocate_bad_input() -> None:
 def test_capacities_bad_input() -> None:
     x, _ = _data()
     cnet = to_continuous(_net(), x[:2]).eval()
-    with pytest.raises(ValueError, match="unknown capacity method 'spectral': choose one of weights, output, features"):
+    with pytest.raises(ValueError, match="unknown capacity method 'spectral': choose one of weights, output, features, "
+                                         "fisher"):
         cap.capacities(cnet, 0.99, "spectral")
-    for method in ("output", "features"):
+    for method in ("output", "features", "fisher"):
         with pytest.raises(ValueError, match=f"'{method}' needs calibration data"):
             cap.capacities(cnet, 0.99, method)
     for energy in (0.0, 1.5, float("nan")):

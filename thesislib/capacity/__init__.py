@@ -5,6 +5,8 @@
 * :mod:`~thesislib.capacity.estimators` — per-group capacity of a continuous model
   by the weight spectrum, the consumer-output error, or the feature-map spectrum
   (a registry of :class:`CapacityEstimator` objects, :data:`ESTIMATORS`);
+* :mod:`~thesislib.capacity.fisher` — the Fisher-weighted spectrum (OBD loss increase of removing
+  each DCT band of a channel function), behind the ``"fisher"`` estimator;
 * :mod:`~thesislib.capacity.knee` — measured knees (bisection over one group's width)
   and the predicted-vs-knee table with Spearman correlation;
 * :mod:`~thesislib.capacity.profiling` — per-layer MACs and measured latency;
@@ -19,6 +21,7 @@ from thesislib.capacity.allocation import CostModel, allocate, proportional_widt
 from thesislib.capacity.estimators import (ESTIMATORS, METHODS, CapacityEstimator, capacities, capacities_at,
                                            feature_spectra, group_capacity, output_error, register_estimator,
                                            weight_spectrum)
+from thesislib.capacity.fisher import fisher_spectra
 from thesislib.capacity.knee import ContinuousLike, KneeTable, compare, knee_table, knee_width
 from thesislib.capacity.profiling import LayerProfile, Profile, profile
 from thesislib.capacity.smoothing import smooth_finetune, sobolev_penalty
@@ -26,7 +29,8 @@ from thesislib.capacity.spectrum import band_limited, combined_spectrum, nyquist
 
 __all__ = [
     "spectrum", "nyquist_width", "nyquist_from_spectrum", "combined_spectrum", "band_limited",
-    "group_capacity", "capacities", "capacities_at", "weight_spectrum", "feature_spectra", "output_error", "METHODS",
+    "group_capacity", "capacities", "capacities_at", "weight_spectrum", "feature_spectra", "fisher_spectra",
+    "output_error", "METHODS",
     "ESTIMATORS", "CapacityEstimator", "register_estimator", "ContinuousLike",
     "knee_width", "knee_table", "compare", "KneeTable",
     "profile", "Profile", "LayerProfile",

@@ -21,6 +21,10 @@ or run the permuted model at full width):
                maps the group's consumers read (calibration data, full width),
                along their channel axis — the spectrum of the signal the channel
                function is applied to, rather than of the function itself.
+``"fisher"``   Nyquist width of the Fisher-weighted spectrum
+               (:func:`~thesislib.capacity.fisher.fisher_spectra`): the OBD loss
+               increase of removing each DCT band of the group's channel function
+               (calibration data; labels are used when the batches carry them).
 
 Each estimator is a :class:`CapacityEstimator` in :data:`ESTIMATORS` (name, whether it needs
 calibration data, an ``estimate`` of several groups at several energies); :data:`METHODS` lists them and
@@ -316,10 +320,20 @@ def _features(cnet: ContinuousNet, names: list[str], energies: list[float], cali
     return _from_spectra(cnet, names, energies, feature_spectra(cnet, calib, names, batches))
 
 
+def _fisher(cnet: ContinuousNet, names: list[str], energies: list[float], calib: Any,
+            batches: int) -> dict[float, dict[str, int]]:
+    from thesislib.capacity.fisher import fisher_spectra
+
+    spectra = fisher_spectra(cnet, calib, names, batches)
+    return {e: {n: nyquist_from_spectrum(spectra[n], e) for n in names} for e in energies}
+
+
 for _estimator in (
     CapacityEstimator("weights", False, _weights, "Nyquist width of the group's weight spectrum (data-free)"),
     CapacityEstimator("output", True, _output, "smallest width keeping the consumer outputs within 1 - energy"),
     CapacityEstimator("features", True, _features, "Nyquist width of the spectrum of the consumers' input maps"),
+    CapacityEstimator("fisher", True, _fisher, "fewest DCT bands holding `energy` of the OBD loss increase of "
+                      "removing each band (Fisher-weighted spectrum)"),
 ):
     register_estimator(_estimator)
 del _estimator
