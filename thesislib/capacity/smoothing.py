@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import scipy.fft
 import torch
 from torch import nn
 
+from thesislib.graph import Member, Role
 from thesislib.runtime import resolve_device
 from thesislib.training import Callback, TrainState, train
+
+if TYPE_CHECKING:
+    from thesislib.continuous import ContinuousNet
 
 
 @lru_cache(maxsize=64)
@@ -34,7 +38,7 @@ def _dct_np(n: int) -> np.ndarray:
     return scipy.fft.dct(np.eye(n), type=2, axis=0, norm="ortho")
 
 
-def _member_parameter(cnet: Any, member: Any) -> torch.Tensor | None:
+def _member_parameter(cnet: "ContinuousNet", member: Member) -> torch.Tensor | None:
     if getattr(member, "view", ""):
         return None
     try:
@@ -45,7 +49,7 @@ def _member_parameter(cnet: Any, member: Any) -> torch.Tensor | None:
     return t if isinstance(t, nn.Parameter) else None
 
 
-def sobolev_penalty(cnet: Any, roles: Iterable[str] = ("producer", "consumer")) -> torch.Tensor:
+def sobolev_penalty(cnet: "ContinuousNet", roles: Iterable[Role] = (Role.PRODUCER, Role.CONSUMER)) -> torch.Tensor:
     """Mean over groups of the mean normalised Sobolev energy of their member parameters (differentiable)."""
     roles = tuple(roles)
     terms = []
@@ -74,7 +78,7 @@ class _SobolevTerm(Callback):
     """The penalty of the current weights, computed before each step's forward pass (so the gradient
     accumulates in the same order as ever), and its history."""
 
-    def __init__(self, cnet: Any) -> None:
+    def __init__(self, cnet: "ContinuousNet") -> None:
         self.cnet = cnet
         self.value: torch.Tensor = torch.zeros(())
         self.history: list[float] = []
@@ -84,7 +88,7 @@ class _SobolevTerm(Callback):
         self.history.append(float(self.value.detach()))
 
 
-def smooth_finetune(cnet: Any, loader: Iterable, steps: int, penalty: float = 1.0, lr: float = 0.01,
+def smooth_finetune(cnet: "ContinuousNet", loader: Iterable, steps: int, penalty: float = 1.0, lr: float = 0.01,
                     device: torch.device | str | None = None) -> list[float]:
     """Fine-tune ``cnet`` at full width for ``steps`` SGD steps (momentum 0.9) on
     cross-entropy + ``penalty`` × :func:`sobolev_penalty` (one :func:`thesislib.training.train` run,
