@@ -63,6 +63,16 @@ METHOD_LABELS: dict[str, str] = {
     "features": "спектр признаков",
     "size": "размер группы",
     "smoothed_weights": "спектр весов после сглаживания",
+    # one network for every width (inn_training)
+    "discrete": "дискретная на каждую ширину",
+    "inn": "INN (случайные ширины)",
+    "inn_aa": "INN, антиалиасинг при оценке",
+    "inn_small": "INN (ширины смещены к малым)",
+    "slimmable": "универсально сужаемая",
+    "posthoc": "дискретная, передискретизация",
+    "inn_ft": "INN-дообучение (одно на все ширины)",
+    "obs_ft": "OBS + дообучение на каждую ширину",
+    "slimmable_ft": "сужаемое дообучение",
 }
 
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -77,6 +87,13 @@ METHOD_STYLES: dict[str, dict[str, str]] = {
 METHOD_STYLES["continuous"] = {"color": "black", "marker": "o"}
 METHOD_STYLES["continuous_naive"] = {"color": "#555555", "marker": "x"}
 METHOD_STYLES["bicubic"] = {"color": "gray", "marker": ""}
+METHOD_STYLES.update({  # inn_training: one network for every width (INN red, slimmable blue, per-width green/purple)
+    "inn": {"color": "#d62728", "marker": "o"}, "inn_aa": {"color": "#ff9896", "marker": "x"},
+    "inn_small": {"color": "#ff7f0e", "marker": "^"}, "slimmable": {"color": "#1f77b4", "marker": "s"},
+    "discrete": {"color": "#2ca02c", "marker": "D"}, "posthoc": {"color": "#7f7f7f", "marker": "v"},
+    "inn_ft": {"color": "#d62728", "marker": "o"}, "obs_ft": METHOD_STYLES["obs"],
+    "slimmable_ft": {"color": "#1f77b4", "marker": "s"},
+})
 
 
 def method_label(name: str) -> str:

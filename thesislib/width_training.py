@@ -40,7 +40,7 @@ from thesislib.graph import keep_count
 from thesislib.training import Callback, TrainState, cosine_factor, train
 
 __all__ = ["WidthSampler", "width_sampler", "check_widths", "inplace_distillation_loss", "train_continuous",
-           "calibrate_widths", "WidthTraining", "DISTRIBUTIONS"]
+           "calibrate_widths", "WidthTraining", "DISTRIBUTIONS", "StepTimer"]
 
 #: named width distributions of :class:`WidthSampler`
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "log_uniform")
@@ -191,7 +191,9 @@ class _DrawWidths(Callback):
         self.history.append(plan)
 
 
-class _StepTimer(Callback):
+class StepTimer(Callback):
+    """Wall time of every step (``seconds``), from after the batch draw to after the optimizer step."""
+
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self._start = 0.0
@@ -327,7 +329,7 @@ def train_continuous(net: nn.Module, loader: Iterable, steps: int,
     wrapper = _MultiWidth(net)
     generator = torch.Generator().manual_seed(seed)
     draws = _DrawWidths(wrapper, draw, sizes, generator, bounds, random_widths)
-    timer = _StepTimer()
+    timer = StepTimer()
     bar = _Progress(steps, draws, progress, "sandwich" if sandwich else "random widths")
     if optimizer is None:
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
