@@ -10,7 +10,11 @@ commas (Russian style).
 
 Directive ``{result-figure}`` — a ``{figure}`` whose argument ``notebook/name`` becomes
 ``results/<notebook>/<scale>/<name>.png``. Directive ``{result-table}`` — ``notebook/name [title]``
-renders ``results/<notebook>/<scale>/<name>.csv`` (written by ``Run.table``).
+renders ``results/<notebook>/<scale>/<name>.csv`` (written by ``Run.table``). Its options format the cells
+for the reader, never the results file: ``:percent: col, col`` (fractions as percentages with one decimal,
+``0.8402`` → ``84,0``), ``:decimals: col=2, col=1`` (fixed decimals), ``:headers: метод, доля каналов, …``
+(the header row, one name per column); numbers get a decimal comma. An unknown column is a build error
+naming the columns of the file.
 
 The layout and the environment come from :mod:`thesislib.results` (one definition):
 ``THESISLIB_RESULTS`` moves the results folder (it may lie outside the book's sources),
@@ -21,13 +25,17 @@ that produces it, so the book never shows a stale or invented number.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from docutils.parsers.rst.directives.tables import CSVTable
+from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.directives.patches import Figure
 from sphinx.util.docutils import SphinxRole
@@ -160,9 +168,65 @@ class ResultFigure(Figure):
         return super().run()
 
 
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in next(csv.reader([text], skipinitialspace=True))] if text.strip() else []
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def format_table(rows: list[list[str]], percent: list[str] = (), decimals: dict[str, int] | None = None,
+                 headers: list[str] = ()) -> list[list[str]]:
+    """The rows of a results CSV as the reader sees them: ``percent`` columns ×100 with one decimal,
+    ``decimals`` columns rounded, every number with a decimal comma, the header row replaced by ``headers``.
+
+    Raises ``ValueError`` naming the file's columns for a column it does not have or a wrong header count."""
+    if not rows:
+        raise ValueError("the table is empty (no header row)")
+    header, body = rows[0], rows[1:]
+    decimals = dict(decimals or {})
+    unknown = [name for name in [*percent, *decimals] if name not in header]
+    if unknown:
+        raise ValueError(f"no column {', '.join(map(repr, unknown))} (the columns are {', '.join(header)})")
+    if headers and len(headers) != len(header):
+        raise ValueError(f":headers: gives {len(headers)} names for {len(header)} columns ({', '.join(header)})")
+    shown = []
+    for row in body:
+        cells = []
+        for name, cell in zip(header, row):
+            value = _number(cell)
+            if value is None:
+                cells.append(cell)
+            elif name in percent:
+                cells.append(f"{100 * value:.1f}".replace(".", ","))
+            elif name in decimals:
+                cells.append(f"{value:.{decimals[name]}f}".replace(".", ","))
+            else:
+                cells.append(cell.replace(".", ","))
+        shown.append(cells)
+    return [list(headers) if headers else header, *shown]
+
+
+def _decimals_option(text: str) -> dict[str, int]:
+    found = {}
+    for part in _names(text):
+        name, equals, digits = part.partition("=")
+        if not equals or not digits.strip().isdigit():
+            raise ValueError(f"expected `column=digits`, got {part!r}")
+        found[name.strip()] = int(digits)
+    return found
+
+
 class ResultTable(CSVTable):
     """``{result-table} notebook/name [title]`` → a table of results/<notebook>/<scale>/<name>.csv
-    (header row first)."""
+    (header row first), cells formatted by ``:percent:``, ``:decimals:``, ``:headers:``."""
+
+    option_spec = {**CSVTable.option_spec, "percent": directives.unchanged, "decimals": directives.unchanged,
+                   "headers": directives.unchanged}
 
     def run(self):
         target, _, title = self.arguments[0].partition(" ")
@@ -174,11 +238,21 @@ class ResultTable(CSVTable):
             return _directive_error(self, f"result table {target!r}: {error}")
         if not path.is_file():
             return _directive_error(self, f"result table {path} does not exist; " + _how_to_produce(notebook, scale))
-        self.options["file"] = str(path.resolve())
-        self.options.setdefault("header-rows", 1)
-        self.options.setdefault("encoding", "utf-8")
-        self.arguments = [title.strip()] if title.strip() else []  # the rest of the line is the title
         self.state.document.settings.env.note_dependency(str(path))
+        try:
+            with path.open(encoding="utf-8", newline="") as file:
+                rows = list(csv.reader(file))
+            rows = format_table(rows, _names(self.options.pop("percent", "")),
+                                _decimals_option(self.options.pop("decimals", "")),
+                                _names(self.options.pop("headers", "")))
+        except ValueError as error:
+            return _directive_error(self, f"result table {path}: {error}; " + _how_to_produce(notebook, scale)
+                                    .replace("produces it", "writes it"))
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        self.content = StringList(text.getvalue().splitlines(), source=str(path))
+        self.options.setdefault("header-rows", 1)
+        self.arguments = [title.strip()] if title.strip() else []  # the rest of the line is the title
         return super().run()
 
 
