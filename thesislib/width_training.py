@@ -19,7 +19,9 @@
 
 A width distribution is a callable ``(step, generator) -> {group: width}`` (so a distributed run can
 draw it on one rank and broadcast it), a :class:`WidthSampler` (uniform or log-uniform kept ratios,
-per group or shared), or a ``(low, high)`` pair of kept ratios (uniform). Training is
+per group or shared), or a ``(low, high)`` pair of kept ratios (uniform). Under torchrun every rank must
+train the same widths in a step: pass ``widths=lambda step, gen: broadcast_draw(lambda: sampler(step, gen))``
+(:func:`thesislib.distributed.broadcast_draw`: drawn on rank 0, broadcast to the others). Training is
 :func:`thesislib.training.train` with callbacks (width draw, step timer, a tqdm bar showing the width
 drawn and the loss).
 """
