@@ -188,3 +188,100 @@ def plot_confusion(matrix: Sequence[Sequence[float]], labels: Sequence[str], ax:
     ax.set_xlabel(AXIS_LABELS["predicted_class"])
     ax.set_ylabel(AXIS_LABELS["true_class"])
     return ax
+
+
+# --- the same figure as Plotly (interactive in the HTML book) --------------------------------------------
+
+_PLOTLY_SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "v": "triangle-down", "D": "diamond",
+                   "d": "diamond", "P": "cross", "X": "x", "x": "x-thin-open", "+": "cross-thin-open",
+                   "<": "triangle-left", ">": "triangle-right", "h": "hexagon", "H": "hexagon2", "*": "star",
+                   "p": "pentagon", ".": "circle"}
+_PLOTLY_DASHES = {"-": "solid", "--": "dash", ":": "dot", "-.": "dashdot"}
+
+
+def _hover(name: str, xlabel: str, ylabel: str) -> str:
+    return (f"<b>{name}</b><br>{xlabel or 'x'}: %{{x:.4g}}<br>{ylabel or 'y'}: %{{y:.4g}}<extra></extra>")
+
+
+def to_plotly(fig: Figure) -> Any | None:
+    """The data lines and scatters of a matplotlib figure drawn in this module's style as a Plotly
+    figure with the same subplots, Russian axis labels, titles, colours and markers; hovering a point
+    shows the method (the legend label), the x value (width, MACs, latency…) and the y value.
+
+    Returns ``None`` for a figure with nothing to make interactive (images such as a confusion matrix,
+    twin axes, or no labelled data). Reference lines (``axhline``) become dashed horizontal lines."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_hex
+    from plotly.subplots import make_subplots
+
+    axes = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not axes or len(axes) != len(fig.axes) or any(ax.images for ax in axes):
+        return None
+    geometry = axes[0].get_subplotspec().get_gridspec().get_geometry()
+    if any(ax.get_subplotspec().get_gridspec().get_geometry() != geometry for ax in axes):
+        return None
+    nrows, ncols = geometry
+    cells = {(ax.get_subplotspec().rowspan.start + 1, ax.get_subplotspec().colspan.start + 1): ax for ax in axes}
+    titles = [cells[(r, c)].get_title() if (r, c) in cells else "" for r in range(1, nrows + 1)
+              for c in range(1, ncols + 1)]
+    out = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.1)
+    shown: set[str] = set()
+    drawn = 0
+    for (row, col), ax in cells.items():
+        xlabel = ax.get_xlabel() or next((a.get_xlabel() for (r, c), a in cells.items() if c == col and a.get_xlabel()), "")
+        ylabel = ax.get_ylabel() or next((a.get_ylabel() for (r, c), a in cells.items() if r == row and a.get_ylabel()), "")
+        by_colour = {to_hex(line.get_color()): str(line.get_label()) for line in ax.get_lines()
+                     if not str(line.get_label()).startswith("_")}
+        for line in ax.get_lines():
+            label = str(line.get_label())
+            x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            color = to_hex(line.get_color())
+            dash = _PLOTLY_DASHES.get(str(line.get_linestyle()), "solid")
+            if line.get_transform() != ax.transData:  # axhline/axvline: axes-fraction coordinates
+                if y.size and np.all(y == y[0]):
+                    out.add_hline(y=float(y[0]), line_dash="dash", line_color=color, row=row, col=col,
+                                  annotation_text="" if label.startswith("_") else label)
+                continue
+            if x.size == 0:
+                continue
+            unlabelled = label.startswith("_")
+            if unlabelled and color in by_colour:  # a second line of a method (e.g. dashed: naive)
+                label, unlabelled = f"{by_colour[color]} ({'пунктир' if dash != 'solid' else 'вторая линия'})", False
+            marker = str(line.get_marker())
+            mode = "lines+markers" if marker in _PLOTLY_SYMBOLS else "lines"
+            if str(line.get_linestyle()) in ("None", "none", ""):
+                mode = "markers"
+            if unlabelled:  # a reference line (the diagonal): drawn, no legend, no hover
+                out.add_scatter(x=x, y=y, mode="lines", showlegend=False, hoverinfo="skip",
+                                line={"color": color, "dash": dash, "width": float(line.get_linewidth())},
+                                row=row, col=col)
+                continue
+            out.add_scatter(x=x, y=y, name=label, legendgroup=label, showlegend=label not in shown, mode=mode,
+                            line={"color": color, "dash": dash, "width": float(line.get_linewidth())},
+                            marker={"symbol": _PLOTLY_SYMBOLS.get(marker, "circle"), "color": color, "size": 7},
+                            hovertemplate=_hover(label, xlabel, ylabel), row=row, col=col)
+            shown.add(label)
+            drawn += 1
+        for collection in ax.collections:
+            label = str(collection.get_label())
+            if not isinstance(collection, PathCollection) or label.startswith("_"):
+                continue
+            xy = np.asarray(collection.get_offsets(), float)
+            colors = collection.get_facecolors()
+            color = to_hex(colors[0]) if len(colors) else "#1f77b4"
+            out.add_scatter(x=xy[:, 0], y=xy[:, 1], name=label, legendgroup=label, showlegend=label not in shown,
+                            mode="markers", marker={"color": color, "size": 8},
+                            hovertemplate=_hover(label, xlabel, ylabel), row=row, col=col)
+            shown.add(label)
+            drawn += 1
+        out.update_xaxes(title_text=xlabel, type="log" if ax.get_xscale() == "log" else "linear",
+                         showgrid=True, row=row, col=col)
+        out.update_yaxes(title_text=ylabel, showgrid=True, row=row, col=col)
+    if not drawn:
+        return None
+    suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    out.update_layout(template="plotly_white", title_text=suptitle or None, height=420 * nrows,
+                      margin={"l": 60, "r": 20, "t": 60, "b": 60}, hovermode="closest",
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.15, "font": {"size": 11}},
+                      separators=", ")  # decimal comma, as in the text
+    return out

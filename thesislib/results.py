@@ -38,7 +38,7 @@ from thesislib.provenance import REPO_ROOT, code_state, file_hash, git_commit, s
 
 __all__ = [
     "REPO_ROOT", "NOTEBOOKS_DIR", "Run", "ratio_key", "results_root", "result_path", "figure_path",
-    "table_path", "book_scale", "check_notebook", "check_keys", "load_result", "atomic_write_bytes",
+    "table_path", "interactive_path", "book_scale", "check_notebook", "check_keys", "load_result", "atomic_write_bytes",
     "atomic_write_text", "git_commit",
 ]
 
@@ -93,6 +93,11 @@ def figure_path(notebook: str, scale: str, name: str, *, mkdir: bool = True) -> 
     if mkdir:
         folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{_check_name(name, 'figure')}.png"
+
+
+def interactive_path(png: Path) -> Path:
+    """The Plotly copy ``<name>.plotly.json`` beside a figure's ``<name>.png``."""
+    return png.with_name(png.stem + ".plotly.json")
 
 
 def table_path(notebook: str, scale: str, name: str, *, mkdir: bool = True) -> Path:
@@ -197,12 +202,28 @@ class Run:
         """Seconds since the run started."""
         return round(time.perf_counter() - self.started, 2)
 
-    def figure(self, fig: Any, name: str, dpi: int = 150) -> Path:
-        """Save a matplotlib figure atomically as ``results/<notebook>/<scale>/<name>.png``."""
+    def figure(self, fig: Any, name: str, dpi: int = 150, interactive: bool | None = None) -> Path:
+        """Save a matplotlib figure atomically as ``results/<notebook>/<scale>/<name>.png`` and, beside
+        it, the same curves as a Plotly figure ``<name>.plotly.json`` (:func:`thesislib.plotting.to_plotly`;
+        the HTML book embeds it with ``{result-figure}``'s ``:interactive:``). ``interactive=None``
+        writes it when the figure has curves to convert, ``False`` never, ``True`` or a ValueError."""
         path = figure_path(self.notebook, self.scale, name)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
         atomic_write_bytes(path, buffer.getvalue())
+        spec_path = interactive_path(path)
+        spec = None
+        if interactive is not False:
+            from thesislib.plotting import to_plotly
+
+            spec = to_plotly(fig)
+            if spec is None and interactive:
+                raise ValueError(f"figure {name!r} of {self.notebook!r} has no curves to make interactive "
+                                 "(images or twin axes): pass interactive=None or False")
+        if spec is not None:
+            atomic_write_text(spec_path, spec.to_json())
+        elif spec_path.exists():
+            spec_path.unlink()  # a stale interactive copy of an earlier figure of this name
         return path
 
     def table(self, rows: Sequence[Mapping[str, Any]], name: str, columns: Sequence[str] | None = None) -> Path:
