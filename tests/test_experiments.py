@@ -61,8 +61,10 @@ def test_settings_for_names_the_scales() -> None:
 
 def test_settings_values_and_checkpoint_key_are_unchanged() -> None:
     # the cached cpu checkpoint is reused only if the recipe hashes to the same key
-    assert fashion_mnist.checkpoint_path("cpu").name == "fashion_resnet18-cpu-731958ab24.pt"
-    assert fashion_mnist.settings("cpu").recipe() == {"width": 0.25, "epochs": 2, "lr": 0.05, "seed": 0}
+    # (issue 9: the recipe became one-cycle, 5 epochs on the full training split with light augmentation)
+    assert fashion_mnist.checkpoint_path("cpu").name == "fashion_resnet18-cpu-5cc4f47398.pt"
+    assert fashion_mnist.settings("cpu").recipe() == {"width": 0.25, "epochs": 5, "lr": 0.1, "seed": 0,
+                                                      "schedule": "one_cycle", "padding": 2, "flip": 0.5}
     assert baselines.settings("cpu").ratios == (1.0, 0.75, 0.5, 0.375, 0.25)
     assert capacity.settings("smoke").budgets == (0.5,) and capacity.settings("cpu").knee_grid == 16
     assert super_resolution.settings("cpu").steps == 1000

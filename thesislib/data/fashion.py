@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset, default_collate
 
 from thesislib.config import check_scale
 
@@ -108,9 +108,49 @@ class FashionScale:
 
 FASHION_SCALES: dict[str, FashionScale] = {
     "smoke": FashionScale(train_size=1024, calib_size=256, test_size=512, batch_size=128),
-    "cpu": FashionScale(train_size=20000, calib_size=1280, test_size=5000, batch_size=128),
+    "cpu": FashionScale(train_size=None, calib_size=1280, test_size=None, batch_size=128),
     "gpu": FashionScale(train_size=None, calib_size=5120, test_size=None, batch_size=256),
 }
+
+
+class RandomCropFlip:
+    """Light augmentation of a batch of images ``[B, C, H, W]``: a random crop of the zero-padded image
+    (``padding`` pixels on each side, i.e. a shift by up to ``padding`` pixels) and a horizontal flip
+    with probability ``flip`` — the standard light augmentation of CIFAR/Fashion-MNIST (He et al. 2016,
+    Sec. 4.2). Draws come from its own seeded generator, so they never shift other random streams.
+
+    Used as a ``collate_fn`` (``__call__`` collates ``(image, label)`` samples, then augments the
+    images) or on a tensor batch directly (:meth:`augment`).
+    """
+
+    def __init__(self, padding: int = 2, flip: float = 0.5, seed: int = 0) -> None:
+        if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
+            raise ValueError(f"padding must be an int >= 0 (pixels), got {padding!r}")
+        if not 0.0 <= float(flip) <= 1.0:
+            raise ValueError(f"flip is a probability in [0, 1], got {flip!r}")
+        self.padding, self.flip = padding, float(flip)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """The augmented copy of ``images`` (``[B, C, H, W]``); same shape and dtype."""
+        if images.ndim != 4:
+            raise ValueError(f"RandomCropFlip expects images [B, C, H, W], got shape {tuple(images.shape)}")
+        b, _, h, w = images.shape
+        p = self.padding
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=self.generator)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=self.generator)
+        flips = torch.rand(b, generator=self.generator) < self.flip
+        padded = torch.nn.functional.pad(images, (p, p, p, p)) if p else images
+        rows = dy[:, None] + torch.arange(h)[None, :]  # [B, H]
+        cols = dx[:, None] + torch.arange(w)[None, :]  # [B, W]
+        cols = torch.where(flips[:, None], cols.flip(1), cols)
+        batch = torch.arange(b)[:, None, None, None]
+        channel = torch.arange(images.shape[1])[None, :, None, None]
+        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+    def __call__(self, samples: list) -> list:
+        images, labels = default_collate(samples)
+        return [self.augment(images), labels]
 
 
 @dataclass
@@ -123,9 +163,10 @@ class FashionLoaders:
 
 
 def fashion_loaders(scale: str, seed: int = 0, batch_size: int | None = None,
-                    root: str | Path | None = None) -> FashionLoaders:
+                    root: str | Path | None = None, augment: RandomCropFlip | None = None) -> FashionLoaders:
     """Loaders sized by ``scale``: a seeded random subset of the training split, a disjoint
-    calibration subset of it, and the first ``test_size`` test images."""
+    calibration subset of it, and the first ``test_size`` test images. ``augment`` (e.g.
+    :class:`RandomCropFlip`) augments the training batches only."""
     spec = FASHION_SCALES[check_scale(scale)]
     bs = batch_size or spec.batch_size
     train_full, test_full = fashion_mnist(True, root), fashion_mnist(False, root)
@@ -137,7 +178,7 @@ def fashion_loaders(scale: str, seed: int = 0, batch_size: int | None = None,
     shuffle_gen = torch.Generator().manual_seed(seed + 1)
     return FashionLoaders(
         train=DataLoader(Subset(train_full, train_idx.tolist()), batch_size=bs, shuffle=True,
-                         generator=shuffle_gen, drop_last=True),
+                         generator=shuffle_gen, drop_last=True, collate_fn=augment),
         calib=DataLoader(Subset(train_full, calib_idx.tolist()), batch_size=bs, shuffle=False),
         test=DataLoader(Subset(test_full, test_idx.tolist()), batch_size=512, shuffle=False),
     )

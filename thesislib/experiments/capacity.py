@@ -11,13 +11,18 @@ On the trained Fashion-MNIST ResNet-18 of a scale (:mod:`.fashion_mnist`), conve
 4. accuracy, MACs and measured latency of uniform widths, the Nyquist (capacity-proportional)
    allocation and the greedy MACs- and latency-aware allocations at equal MAC budgets, with and
    without anti-aliasing, every model with the same BatchNorm recalibration.
+5. Nyquist where it can hold: the same estimators and knees on the INN-trained networks of
+   :mod:`.inn_training` (``inn_trained(scale, seed, start)``: random widths from scratch, and one INN
+   fine-tuning of the checkpoint) — does ρ(w/n) against the knees rise above the discretely trained
+   net's? ``low_band_power``: the mean share of a group's weight-spectrum power in its first
+   ``keep_count(0.25, n)`` DCT bands (band-limitedness read directly).
 
 :func:`run` computes every number the book quotes (:class:`Result`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -54,6 +59,7 @@ class Settings:
     smooth_lr: float = 0.02
     tol: float = 0.01
     energies: tuple[float, ...] = (0.5, 0.7, 0.9, 0.99)
+    inn_starts: tuple[str, ...] = ("scratch", "checkpoint")  # INN-trained nets of .inn_training (() : none)
 
 
 SETTINGS: dict[str, Settings] = {
@@ -167,6 +173,43 @@ def smoothed(st: Setup) -> dict[str, Any]:
     return {"accuracy": accuracy, "penalty_first": history[0], "penalty_last": history[-1], "table": table}
 
 
+def low_band_power(cnet: Any, fraction: float = 0.25) -> float:
+    """Mean over groups of the share of the weight-spectrum power (:func:`weight_spectrum`) in the first
+    ``keep_count(fraction, n)`` DCT bands: 1.0 for channel functions band-limited to that many samples."""
+    from thesislib.graph import keep_count
+
+    shares = []
+    for g in cnet.groups:
+        p = np.asarray(weight_spectrum(cnet, g.name), dtype=np.float64)
+        if p.sum() > 0:
+            shares.append(float(p[:keep_count(fraction, int(g.size))].sum() / p.sum()))
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def _finite_max(values: Mapping[str, Any]) -> float | None:
+    finite = [float(v) for k, v in values.items() if k != "size" and v is not None and np.isfinite(v)]
+    return max(finite) if finite else None
+
+
+def inn_capacity(st: Setup, start: str, seed: int = 0) -> dict[str, Any]:
+    """Every estimator and the knees on the INN-trained net ``start`` of :func:`.inn_training.inn_trained`
+    (same knee protocol as the discrete net: anti-aliased resampling of one group, BatchNorm recalibrated,
+    its own full-width accuracy within ``tol``). Returns its full-width accuracy, ``low_band_power``, the
+    knee table (``table``) and the best estimator's ρ on widths and on w/n."""
+    from .inn_training import inn_trained
+
+    s = st.settings
+    cnet = inn_trained(s.scale, seed=seed, start=start, device=st.device).eval()
+    predicted = {f"{m}@{e:g}": widths for m in METHODS
+                 for e, widths in capacities_at(cnet, s.energies, m, st.calib_x).items()}
+    table = knee_table(cnet, st.evaluate, predicted, tol=s.tol, antialias=True, recalibrate=st.recalibrate,
+                       grid=s.knee_grid)
+    best = best_estimator(table, s.energies)
+    return {"start": start, "accuracy": st.evaluate(cnet), "low_band_power": low_band_power(cnet), "table": table,
+            "best_estimator": best, "best_spearman": table.spearman[best],
+            "best_spearman_ratio": table.spearman_ratio[best], "max_spearman_ratio": _finite_max(table.spearman_ratio)}
+
+
 def _measure(st: Setup, widths: dict[str, int], antialias: bool, model: CostModel,
              macs_model: CostModel) -> dict[str, Any]:
     cnet = st.cnet
@@ -248,6 +291,10 @@ class Result(ResultMixin):
     allocations: dict[str, Any]
     accuracy_at_equal_cost: dict[str, dict[str, float]]
     smoothed: dict[str, Any]
+    max_spearman_ratio: float | None = None  # highest finite ρ(w/n) over the estimators (size excluded)
+    low_band_power: float | None = None
+    inn: dict[str, Any] = field(default_factory=dict)  # {start: knee table lists, ρ, accuracy, low_band_power}
+    inn_rises: dict[str, bool] = field(default_factory=dict)  # {start: INN best ρ(w/n) > discrete best ρ(w/n)}
     spectra: dict[str, dict[str, list[float]]] = unsaved(default_factory=dict)
     table: KneeTable | None = unsaved(default=None)
     smoothed_table: KneeTable | None = unsaved(default=None)
@@ -269,6 +316,14 @@ class Result(ResultMixin):
             smooth.update(_table_lists(smooth["predicted"], smooth["knees"], smooth["spearman"],
                                        smooth["spearman_ratio"], smooth["mean_relative_error"], names))
         out["smoothed"] = smooth
+        inn = {}
+        for start, entry in self.inn.items():
+            entry = dict(entry)
+            if "predicted" in entry:
+                entry.update(_table_lists(entry["predicted"], entry["knees"], entry["spearman"],
+                                          entry["spearman_ratio"], entry["mean_relative_error"], names))
+            inn[start] = entry
+        out["inn"] = inn
         alloc = dict(self.allocations)
         alloc["budgets"] = {b: {scheme: {**r, "widths": [r["widths"][g] for g in names]} if "widths" in r else r
                                 for scheme, r in row.items()} for b, row in alloc.get("budgets", {}).items()}
@@ -309,17 +364,33 @@ def _table_dict(table: KneeTable) -> dict[str, Any]:
 def headline(table: KneeTable, best: str, alloc: Mapping[str, Any], base_accuracy: float,
              groups: Mapping[str, int], smoothed: Mapping[str, Any] | None = None,
              smoothed_table: KneeTable | None = None,
-             spectra: Mapping[str, Any] | None = None) -> Result:
-    """The :class:`Result` of a knee table, the chosen estimator ``best`` and the allocations."""
+             spectra: Mapping[str, Any] | None = None, inn: Mapping[str, Mapping[str, Any]] | None = None,
+             low_band: float | None = None) -> Result:
+    """The :class:`Result` of a knee table, the chosen estimator ``best`` and the allocations; ``inn``:
+    :func:`inn_capacity` per start (its ``table`` is flattened into the result)."""
     if best not in table.spearman:
         raise ValueError(f"estimator {best!r} is not in the knee table: {', '.join(table.spearman)}")
     smooth = dict(smoothed or {})
     if smoothed_table is not None:
         smooth.update(_table_dict(smoothed_table))
+    discrete_rho = table.spearman_ratio[best]
+    inn_out: dict[str, Any] = {}
+    rises: dict[str, bool] = {}
+    for start, entry in (inn or {}).items():
+        entry = dict(entry)
+        inn_table = entry.pop("table", None)
+        if inn_table is not None:
+            entry.update(_table_dict(inn_table))
+        inn_out[start] = entry
+        rho = entry.get("best_spearman_ratio")
+        rises[start] = bool(rho is not None and discrete_rho is not None and np.isfinite(rho)
+                            and np.isfinite(discrete_rho) and rho > discrete_rho)
     return Result(base_accuracy=base_accuracy, groups=dict(groups), **_table_dict(table), best_estimator=best,
-                  best_spearman=table.spearman[best], best_spearman_ratio=table.spearman_ratio[best],
+                  best_spearman=table.spearman[best], best_spearman_ratio=discrete_rho,
                   size_spearman=table.spearman["size"], allocations=dict(alloc),
                   accuracy_at_equal_cost=accuracy_at_equal_cost(alloc), smoothed=smooth,
+                  max_spearman_ratio=_finite_max(table.spearman_ratio), low_band_power=low_band,
+                  inn=inn_out, inn_rises=rises,
                   spectra=dict(spectra or {}), table=table, smoothed_table=smoothed_table)
 
 
@@ -342,8 +413,41 @@ def run(settings: Settings, seed: int = 0, device: torch.device | str | None = N
     best = best_estimator(table, settings.energies)
     alloc = allocations(st, predicted[best], table.knees)
     log(f"allocations done ({time.perf_counter() - t0:.1f} s)")
+    inn = {}
+    for start in settings.inn_starts:
+        inn[start] = inn_capacity(st, start, seed)
+        log(f"INN-trained net ({start}) estimators and knees done ({time.perf_counter() - t0:.1f} s)")
     return headline(table, best, alloc, st.base_accuracy, {g.name: int(g.size) for g in st.cnet.groups},
-                    smooth, smooth_table, spec)
+                    smooth, smooth_table, spec, inn=inn, low_band=low_band_power(st.cnet))
+
+
+def inn_goal_lines(result: Result) -> list[str]:
+    """Per INN-trained net: does the best estimator's ρ(w/n) rise above the discretely trained net's?"""
+    lines = []
+    for start, entry in result.inn.items():
+        state = "met" if result.inn_rises.get(start) else "not met"
+        rho, disc = entry.get("best_spearman_ratio"), result.best_spearman_ratio
+        lines.append(f"INN ({start}): ρ(w/n) of its best estimator {entry.get('best_estimator')} "
+                     f"{_fmt(rho)} above the discrete net's {_fmt(disc)} ({result.best_estimator}): {state}; "
+                     f"low-band power {_fmt(entry.get('low_band_power'))} vs {_fmt(result.low_band_power)}")
+    return lines
+
+
+def inn_rows(result: Result) -> list[dict[str, Any]]:
+    """Rows of the book's table: the discrete net and each INN-trained net — accuracy, best estimator,
+    its ρ and ρ(w/n), the highest ρ(w/n), the low-band power."""
+    rows = [{"сеть": "дискретная", "точность": result.base_accuracy, "лучший оценщик": result.best_estimator,
+             "ρ": result.best_spearman, "ρ (w/n)": result.best_spearman_ratio,
+             "max ρ (w/n)": result.max_spearman_ratio, "доля мощности в n/4": result.low_band_power}]
+    for start, e in result.inn.items():
+        rows.append({"сеть": f"INN ({start})", "точность": e.get("accuracy"), "лучший оценщик": e.get("best_estimator"),
+                     "ρ": e.get("best_spearman"), "ρ (w/n)": e.get("best_spearman_ratio"),
+                     "max ρ (w/n)": e.get("max_spearman_ratio"), "доля мощности в n/4": e.get("low_band_power")})
+    return [{k: ("—" if v is None else v) for k, v in r.items()} for r in rows]
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.3f}"
 
 
 # -------------------------------------------------------------------------------------------- tables

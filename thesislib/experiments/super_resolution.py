@@ -17,6 +17,15 @@ Protocol (as in the SR literature, e.g. Lim et al. 2017):
   directly), and the ``l1``, ``random`` and ``fold`` baselines of :func:`thesislib.pruning.prune`.
   The pixel-shuffle convolution's output channels are not pruned by any method (its channel order
   is fixed by the shuffle), nor is the output convolution's.
+* **INN-trained EDSR** (Solodskikh et al. CVPR 2023, Sec. 4.2 and their EDSR case): the same EDSR from
+  the same initialisation, converted to a :class:`~thesislib.continuous.ContinuousNet` before training
+  (no channel permutation: there is no trained order yet) and trained with random widths of its body
+  groups (:meth:`ContinuousNet.train_widths`: every forward draws, per group, a width uniform in
+  ``[inn_low · n, n]``), with the same loss, optimiser, learning rate, batches and number of steps as
+  the discrete EDSR (:func:`train_sr`); then resampled to each kept ratio and exported — ``inn``
+  sampling the control points directly (as in training), ``inn_aa`` anti-aliased. The discrete EDSR
+  resampled (``continuous``, ``continuous_naive``) and pruned (``l1``, ``random``, ``fold``) at the same
+  widths is the comparison; ``inn_gain`` is the INN's PSNR minus the best of those at each ratio.
 
 MACs (:func:`thesislib.metrics.count_macs`) are counted for one ``macs_lr_size``² LR input.
 """
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from dataclasses import field as dataclasses_field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -44,6 +54,8 @@ NAME = "super_resolution"
 
 METHODS: tuple[str, ...] = ("continuous", "continuous_naive", "l1", "random", "fold")
 SR_METHODS = METHODS
+#: the INN-trained EDSR at evaluation: naive sampling (as trained) and anti-aliased resampling
+INN_METHODS: tuple[str, ...] = ("inn", "inn_aa")
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class Settings:
     n_test: int
     ratios: tuple[float, ...]
     macs_lr_size: int
+    inn_low: float | None = 0.25  # smallest kept ratio of the INN training widths (None: no INN-trained EDSR)
 
 
 SETTINGS: dict[str, Settings] = {
@@ -147,6 +160,48 @@ def train_sr(model: nn.Module, patches: torch.utils.data.Dataset, steps: int, ba
     state = train(model, permuted_batches(patches, batch_size, seed), steps, F.l1_loss, optimizer, device=device)
     model.eval()
     return state.losses
+
+
+def train_inn_sr(s: Settings, patches: torch.utils.data.Dataset, seed: int = 0,
+                 device: torch.device | str | None = None) -> tuple[Any, list[float]]:
+    """The INN-trained EDSR of ``s``: :func:`build_model` (same initialisation as the discrete EDSR) →
+    :func:`thesislib.continuous.to_continuous` (no permutation) → :func:`train_sr` with random widths
+    uniform in ``[inn_low, 1]`` of every group (:meth:`ContinuousNet.train_widths`). Returns the
+    continuous net in eval mode at full width and every step's loss."""
+    from thesislib.continuous import to_continuous
+
+    if s.inn_low is None or not 0 < s.inn_low <= 1:
+        raise ValueError(f"inn_low must be a kept ratio in (0, 1] for INN training, got {s.inn_low!r}")
+    model = build_model(s, seed=seed)
+    trace = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    cnet = to_continuous(model, trace, permute=False, seed=seed)
+    if device is not None:
+        cnet = cnet.to(device)
+    cnet.train_widths((s.inn_low, 1.0))
+    losses = train_sr(cnet, patches, s.steps, s.batch_size, s.lr, seed=seed, device=device)
+    cnet.train_widths(None)
+    cnet.resample(1.0, antialias=False)
+    return cnet.eval(), losses
+
+
+def inn_compress(cnet: Any, method: str, ratio: float) -> nn.Module:
+    """The INN-trained net at ``ratio`` of every group, exported: ``inn`` naive, ``inn_aa`` anti-aliased."""
+    if method not in INN_METHODS:
+        raise ValueError(f"unknown INN evaluation {method!r}; valid: {', '.join(INN_METHODS)}")
+    with cnet.preserved():
+        cnet.resample(ratio, antialias=method == "inn_aa")
+        return cnet.export().eval()
+
+
+def inn_gain(psnr_grid: Mapping[str, Mapping[str, float]], method: str = "inn",
+             against: Sequence[str] = METHODS) -> dict[str, float]:
+    """``{ratio_key: PSNR(method) − max over against}`` at every ratio both have (dB; > 0: INN better)."""
+    out = {}
+    for key, value in psnr_grid.get(method, {}).items():
+        rivals = [psnr_grid[m][key] for m in against if m in psnr_grid and key in psnr_grid[m]]
+        if rivals:
+            out[key] = value - max(rivals)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -269,6 +324,12 @@ class Result(ResultMixin):
     test_images: list[str]
     best_at_half: str | None
     upscale: int
+    inn_low: float | None = None
+    inn_train_loss_last: float | None = None
+    inn_gain: dict[str, float] = dataclasses_field(default_factory=dict)  # PSNR(inn) − best discrete, dB
+    inn_aa_gain: dict[str, float] = dataclasses_field(default_factory=dict)
+    inn_beats_discrete: dict[str, bool] = dataclasses_field(default_factory=dict)  # per ratio key, either mode
+    best_discrete_at_half: str | None = None
     rows: list[dict[str, Any]] = unsaved(default_factory=list)
     losses: list[float] = unsaved(default_factory=list)
     crops: dict[str, torch.Tensor] = unsaved(default_factory=dict)
@@ -299,17 +360,49 @@ def run(settings: Settings, seed: int = 0, device: torch.device | str | None = N
     full = evaluate_sr(model, pairs, up)
     swept = compress_all(model, pairs, up, METHODS, s.ratios, s.macs_lr_size, seed=seed,
                          keep=lambda m, r: r == 0.5 and m in ("continuous", "l1"))
+    best_discrete = headline_best(swept["psnr"])
+    inn_losses: list[float] = []
+    inn_models: dict[tuple[str, float], nn.Module] = {}
+    if s.inn_low is not None:
+        cnet, inn_losses = train_inn_sr(s, patches, seed=seed, device=device)
+        example = torch.zeros(1, 3, s.macs_lr_size, s.macs_lr_size, device=model_device(cnet))
+        records, inn_models = sweep(
+            INN_METHODS, s.ratios, lambda m, r, _: inn_compress(cnet, m, r),
+            lambda small: {**evaluate_sr(small, pairs, up), "macs": count_macs(small, example)},
+            keep=lambda m, r: r == 0.5 and m == "inn")
+        swept["records"] = swept["records"] + records
+        for key in ("psnr", "ssim", "macs"):
+            swept[key] = {**swept[key], **by_method(records, key)}
     lr0, hr0 = pairs[0]
     crops = {"бикубическая": bicubic_upscale(lr0, up).clamp(0, 1), "EDSR 1,0": super_resolve(model, lr0)}
     for method in ("continuous", "l1"):
         if (method, 0.5) in swept["models"]:
             crops[f"{method} 0,5"] = super_resolve(swept["models"][(method, 0.5)], lr0)
+    if ("inn", 0.5) in inn_models:
+        crops["INN 0,5"] = super_resolve(inn_models[("inn", 0.5)], lr0)
+    gain, gain_aa = inn_gain(swept["psnr"], "inn"), inn_gain(swept["psnr"], "inn_aa")
     return Result(psnr=swept["psnr"], ssim=swept["ssim"], macs=swept["macs"], bicubic_psnr=bicubic["psnr"],
                   bicubic_ssim=bicubic["ssim"], full_psnr=full["psnr"], full_ssim=full["ssim"],
                   full_macs=count_macs(model, lr0.new_zeros(1, 3, s.macs_lr_size, s.macs_lr_size).to(device)),
                   params=count_params(model), train_loss_first=losses[0], train_loss_last=losses[-1],
                   test_images=list(pairs.names), best_at_half=headline_best(swept["psnr"]), upscale=up,
+                  inn_low=s.inn_low, inn_train_loss_last=inn_losses[-1] if inn_losses else None,
+                  inn_gain=gain, inn_aa_gain=gain_aa,
+                  inn_beats_discrete={k: bool(gain[k] > 0 or gain_aa.get(k, -1.0) > 0) for k in gain},
+                  best_discrete_at_half=best_discrete,
                   rows=summary_rows(swept), losses=losses, crops=crops, hr=hr0)
+
+
+def goal_lines(result: Result) -> list[str]:
+    """Per ratio: does the INN-trained EDSR beat the discrete EDSR resampled or pruned (best of those) in
+    PSNR? Printed as met / not met by the notebook (no goal threshold is tuned)."""
+    lines = []
+    for key, g in result.inn_gain.items():
+        state = "met" if result.inn_beats_discrete.get(key) else "not met"
+        aa = result.inn_aa_gain.get(key)
+        lines.append(f"INN-trained EDSR above the best discrete compression at {key}: {state} "
+                     f"(inn {g:+.2f} dB" + (f", inn_aa {aa:+.2f} dB)" if aa is not None else ")"))
+    return lines
 
 
 # ------------------------------------------------------------------------------------------- figures
