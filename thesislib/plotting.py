@@ -61,6 +61,7 @@ METHOD_LABELS: dict[str, str] = {
     "weights": "спектр весов",
     "output": "ошибка выхода",
     "features": "спектр признаков",
+    "fisher": "спектр, взвешенный по Фишеру",
     "size": "размер группы",
     "smoothed_weights": "спектр весов после сглаживания",
     # one network for every width (inn_training)
