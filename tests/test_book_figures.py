@@ -206,3 +206,11 @@ def test_compare_and_version_reject_bad_input_clearly(tmp_path, monkeypatch):
     assert thesis_results.evaluate_comparison("baselines:results.accuracy.obs.r0_5 >= 0,8")[1:3] == (0.8, 0.8)
     with pytest.raises(ValueError, match="'no-such-package-xyz' is not installed"):
         thesis_results.installed_version("no-such-package-xyz")
+
+
+def test_option_items_with_commas_are_separated_by_semicolons():
+    assert thesis_results._names("точность, %; задержка, мс") == ["точность, %", "задержка, мс"]
+    assert thesis_results._names("a, b") == ["a", "b"]
+    assert thesis_results._decimals_option("задержка, мс=1;") == {"задержка, мс": 1}
+    assert thesis_results._rename_option("точность=точность, %; наивно=наивно, %") == {
+        "точность": "точность, %", "наивно": "наивно, %"}

@@ -15,7 +15,7 @@ Directive ``{result-table}`` — ``notebook/name [title]``
 renders ``results/<notebook>/<scale>/<name>.csv`` (written by ``Run.table``). Its options format the cells
 for the reader, never the results file: ``:percent: col, col`` (fractions as percentages with one decimal,
 ``0.8402`` → ``84,0``), ``:decimals: col=2, col=1`` (fixed decimals; ``*=1`` for every other numeric column), ``:headers: метод, доля каналов, …``
-(the header row, one name per column), ``:rename: column=имя, …`` (added to :data:`COLUMN_NAMES`, the Russian
+(the header row, one name per column; items are separated by ``;`` instead of commas when a name has a comma), ``:rename: column=имя, …`` (added to :data:`COLUMN_NAMES`, the Russian
 names of ``method``, ``ratio``, … used by default), ``:mega: col`` (millions, one decimal), ``:methods: col`` (method keys by their Russian names); ratio columns
 (``0.5`` or ``r0_5``) are headed «r = 0,5» automatically; numbers get a decimal comma. An unknown column is a build error
 naming the columns of the file.
@@ -343,7 +343,13 @@ def _plotly_on_page(app: Sphinx, pagename: str, templatename: str, context: dict
 
 
 def _names(text: str) -> list[str]:
-    return [part.strip() for part in next(csv.reader([text], skipinitialspace=True))] if text.strip() else []
+    """Option items: separated by ``;`` when the text has one (column names with commas:
+    ``точность, %=1; задержка, мс=2``), else by commas (CSV quoting allowed)."""
+    if not text.strip():
+        return []
+    if ";" in text:
+        return [part.strip() for part in text.split(";") if part.strip()]
+    return [part.strip() for part in next(csv.reader([text], skipinitialspace=True))]
 
 
 def _number(cell: str) -> float | None:
