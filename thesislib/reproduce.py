@@ -32,7 +32,8 @@ from thesislib import provenance
 from thesislib.config import SCALES, check_scale, default_scale
 from thesislib.results import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text
 
-NOTEBOOKS: tuple[str, ...] = ("fashion_mnist", "baselines", "capacity", "super_resolution", "inn_training")
+NOTEBOOKS: tuple[str, ...] = ("fashion_mnist", "baselines", "capacity", "super_resolution", "inn_training",
+                              "batchnorm", "spectralnorm")
 SOURCE_DIR = NOTEBOOKS_DIR
 EXECUTED_DIR = REPO_ROOT / "book" / "experiments"
 BUILDERS = ("html", "pdflatex", "latex")

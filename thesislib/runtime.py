@@ -7,6 +7,7 @@ calls these two functions, so the rules (a parameter-free model, a batch that is
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -61,5 +62,12 @@ def check_finite(model: nn.Module, what: str = "the network") -> None:
     for kind, tensors in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
         for name, tensor in tensors:
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                sn = re.fullmatch(r"(?:(.*)\.)?parametrizations\.weight\.0\.(_u|_v)", name)
+                if sn is not None:
+                    raise ValueError(f"{what}: the power-iteration vector {sn.group(2)} of spectral_norm on module "
+                                     f"{sn.group(1) or ''!r} "
+                                     "holds NaN or infinite values, so its σ estimate is undefined; call "
+                                     "thesislib.spectral.reset_power_vectors(model) (exact singular vectors by SVD) "
+                                     "or register spectral_norm on that module again")
                 raise ValueError(f"{what} has NaN or infinite values in {kind} {name!r}; "
                                  "methods on it are undefined (check training / loading)")

@@ -47,6 +47,7 @@ from torch.nn.utils import parametrize
 from thesislib.graph import (AttrRule, ChannelGroup, Member, Role, attention_blocks, attention_group, check_supported,
                              is_mha, is_vit_attention, keep_count, spectral_norms, trace, width_attributes, within)
 from thesislib.runtime import batch_inputs, check_finite, model_device
+from thesislib.spectral import check_parametrisations, top_singular_vectors
 
 from .attention import AttnSpec, member_view, sample_attention_axes
 from .axis import INTERPOLATIONS, QUADRATURES, AxisOp, axis_op
@@ -409,21 +410,17 @@ class ContinuousNet(nn.Module):
         return out
 
     @torch.no_grad()
-    def _refine_spectral(self, tensors: dict[str, torch.Tensor], iterations: int = 20) -> None:
-        """Power iteration on each resampled spectral-normalised weight so that ``u``/``v`` are its
-        singular vectors (interpolated vectors are only a starting point)."""
+    def _refine_spectral(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Set ``u``/``v`` of each resampled spectral-normalised weight to its exact top singular vectors
+        (SVD in float64; signs follow the interpolated ``u``), so that ``σ = uᵀWv`` is exact and one more
+        power-iteration step leaves it unchanged (a few steps from the interpolated vectors do not converge
+        when the top two singular values are close)."""
         for info in self._spectral:
             if info.weight_key not in tensors:
                 continue
-            w = tensors[info.weight_key].detach()
-            w = torch.movedim(w, info.dim, 0).reshape(w.shape[info.dim], -1)
-            u = tensors.get(info.u_key, _get(self.net, info.u_key)).detach().clone()
-            v = tensors.get(info.v_key, _get(self.net, info.v_key)).detach().clone()
-            u = nn.functional.normalize(u, dim=0, eps=info.eps)
-            for _ in range(iterations):
-                v = nn.functional.normalize(torch.mv(w.T, u), dim=0, eps=info.eps)
-                u = nn.functional.normalize(torch.mv(w, v), dim=0, eps=info.eps)
-            tensors[info.u_key], tensors[info.v_key] = u, v
+            start = tensors.get(info.u_key, _get(self.net, info.u_key))
+            tensors[info.u_key], tensors[info.v_key] = top_singular_vectors(
+                tensors[info.weight_key].detach(), info.dim, like=start)
 
     def _versions(self) -> tuple:
         return tuple((k, _get(self.net, k)._version, _get(self.net, k).data_ptr()) for k in self._slots)
@@ -724,8 +721,9 @@ def to_continuous(net: nn.Module, example_inputs: Any, *, interpolation: str = "
     module, NaN or infinite weights, or inputs the network does not run on.
     """
     check_finite(net)
-    net = copy.deepcopy(net)
     keep = tuple(keep_discrete)
+    check_parametrisations(net)
+    net = copy.deepcopy(net)
     groups, rules, discrete = _continuous_groups(net, example_inputs, keep)
     cnet = ContinuousNet(net, groups, rules, discrete, interpolation, quadrature, seed)
     cnet = _resizable(cnet, example_inputs)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import baselines, capacity, fashion_mnist, inn_training, super_resolution
+from . import baselines, batchnorm, capacity, fashion_mnist, inn_training, spectralnorm, super_resolution
 
 #: ``{notebook name: module}`` in the order of :data:`thesislib.reproduce.NOTEBOOKS`
 EXPERIMENTS: dict[str, ModuleType] = {
@@ -22,6 +22,9 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "capacity": capacity,
     "super_resolution": super_resolution,
     "inn_training": inn_training,
+    "batchnorm": batchnorm,
+    "spectralnorm": spectralnorm,
 }
 
-__all__ = ["EXPERIMENTS", "fashion_mnist", "baselines", "capacity", "super_resolution", "inn_training"]
+__all__ = ["EXPERIMENTS", "fashion_mnist", "baselines", "capacity", "super_resolution", "inn_training", "batchnorm",
+           "spectralnorm"]

@@ -100,17 +100,29 @@ def default_ignored_layers(model: nn.Module) -> list[nn.Module]:
 
 def strip_spectral_norm(model: nn.Module) -> list[tuple[nn.Module, dict]]:
     """Remove every ``spectral_norm`` parametrisation, keeping the normalised weight; return what to restore."""
+    from thesislib.spectral import check_parametrisations
+
+    check_parametrisations(model)
     removed: list[tuple[nn.Module, dict]] = []
     for sn in spectral_norms(model):
         removed.append((sn.module, {"n_power_iterations": sn.n_power_iterations, "eps": sn.eps, "dim": sn.dim}))
+        # a deep copy shares its parametrised class with the original, and remove_parametrizations deletes the
+        # ``weight`` property from that class: give this module a private copy of it first (torch 2.x)
+        cls = type(sn.module)
+        sn.module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
         torch.nn.utils.parametrize.remove_parametrizations(sn.module, "weight", leave_parametrized=True)
     return removed
 
 
 def restore_spectral_norm(removed: Iterable[tuple[nn.Module, dict]]) -> None:
-    """Register spectral_norm again (power iteration re-estimates σ of the smaller weight)."""
+    """Register spectral_norm again, its ``u``/``v`` set to the exact top singular vectors of the smaller
+    weight (:func:`thesislib.spectral.reset_power_vectors`), as ``ContinuousNet.export`` does, so that
+    every method's result is normalised alike (the registration's own 15 power iterations may not converge)."""
+    from thesislib.spectral import reset_power_vectors
+
     for m, kwargs in removed:
         torch.nn.utils.parametrizations.spectral_norm(m, **kwargs)
+        reset_power_vectors(m)
 
 
 def _prunable(group: ChannelGroup, ignored: set[str], skip_free: bool) -> ChannelGroup | None:
