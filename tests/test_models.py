@@ -142,7 +142,7 @@ def test_edsr_bad_arguments() -> None:
 
 
 def test_build_names_and_errors() -> None:
-    assert set(MODELS) == {"resnet18", "resnet20", "vit", "srcnn", "edsr"}
+    assert set(MODELS) == {"resnet18", "resnet20", "vit", "srcnn", "edsr", "sn_classifier", "sn_discriminator"}
     assert isinstance(build("srcnn", width=0.25), nn.Module)
     assert build("resnet18", width=0.125, stem="small").conv1.out_channels == 8
     with pytest.raises(ValueError) as info:

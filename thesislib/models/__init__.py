@@ -4,7 +4,9 @@
 * :func:`resnet20` -- the CIFAR ResNet-20 (He et al. 2016, Sec. 4.2), 16/32/64 channels, projection shortcuts;
 * :func:`vit` -- a small Vision Transformer (Dosovitskiy et al. 2021), timm-style attention;
 * :func:`srcnn` -- SRCNN 9-5-5 (Dong et al. 2014);
-* :func:`edsr` -- EDSR-baseline (Lim et al. 2017), pixel-shuffle or transposed-conv upsampler.
+* :func:`edsr` -- EDSR-baseline (Lim et al. 2017), pixel-shuffle or transposed-conv upsampler;
+* :func:`sn_classifier`, :func:`sn_discriminator` -- spectrally normalised (Miyato et al. 2018) Lipschitz
+  classifier and SRGAN-style discriminator (Ledig et al. 2017), :mod:`.lipschitz`.
 
 ``build(name, **kwargs)`` builds one by name (``MODELS`` lists the names).
 """
@@ -16,6 +18,7 @@ from typing import Callable
 from torch import nn
 
 from .cifar_resnet import CifarResNet, resnet20
+from .lipschitz import SNClassifier, SNDiscriminator, sn_classifier, sn_discriminator
 from .resnet import ResNet, resnet18
 from .sr import EDSR, SRCNN, edsr, srcnn
 from .vit import Attention, VisionTransformer, vit
@@ -26,6 +29,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vit": vit,
     "srcnn": srcnn,
     "edsr": edsr,
+    "sn_classifier": sn_classifier,
+    "sn_discriminator": sn_discriminator,
 }
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -38,6 +43,6 @@ def build(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "build", "resnet18", "resnet20", "vit", "srcnn", "edsr",
-    "ResNet", "CifarResNet", "VisionTransformer", "Attention", "SRCNN", "EDSR",
+    "MODELS", "build", "resnet18", "resnet20", "vit", "srcnn", "edsr", "sn_classifier", "sn_discriminator",
+    "ResNet", "CifarResNet", "VisionTransformer", "Attention", "SRCNN", "EDSR", "SNClassifier", "SNDiscriminator",
 ]
