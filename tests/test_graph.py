@@ -102,13 +102,12 @@ def test_spectral_norm_discovery_and_other_parametrisations_refused():
     bad = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), orthogonal(nn.Linear(3, 3)), nn.Linear(3, 2))
     x = torch.randn(2, 3)
     for convert in (lambda: to_continuous(bad, x), lambda: prune(bad, "l1", 0.5, x)):
-        with pytest.raises(ValueError, match=r"'2' .*only spectral_norm"):
+        with pytest.raises(ValueError, match=r"'2' .*spectral_norm"):
             convert()
 
 
 def test_bad_inputs_raise_clear_errors():
     from thesislib.continuous import to_continuous
-    from thesislib.pruning import analyse
 
     net = _cnn()
     with pytest.raises(ValueError, match=r"does not run on example_inputs of shape \[\(1, 3, 2, 2\)\]"):
@@ -120,8 +119,6 @@ def test_bad_inputs_raise_clear_errors():
         nan[3].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         to_continuous(nan, torch.randn(1, 2, 2, 2))
-    with pytest.raises(ValueError, match="NaN"):
-        analyse(nan, torch.randn(1, 2, 2, 2))
     with pytest.raises(ValueError, match=r"'1' of type Embedding"):
         graph.check_supported(nn.Sequential(nn.Linear(2, 4), nn.Embedding(4, 4)))
 

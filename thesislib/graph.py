@@ -96,26 +96,47 @@ def inplace_disabled(model: nn.Module) -> Iterator[None]:
             m.inplace = True
 
 
-@contextmanager
-def _reshape_guard(failed: set) -> Iterator[None]:
-    """torch-pruning's reshape index mapping divides by an inferred channel count that can be 0 (a channel
-    shuffle); such a reshape keeps no mapping here and is added to ``failed`` (:func:`trace` marks its groups)."""
+def _install_reshape_guard() -> None:
+    """torch-pruning's reshape index mapping (run in every ``build_dependency`` and ``get_pruning_group``)
+    divides by an inferred channel count that can be 0 and maps a channel shuffle's views, or the token
+    reshapes of a Swin window attention, as flattens (wrong, and with index lists that take minutes to
+    build); guarded once per process here, a reshape of other than a 1-/2-/4-D tensor keeps no mapping
+    (the rule torch-pruning applies itself when autograd saved the input sizes), and a channel shuffle
+    or a failed mapping is recorded in its graph's ``unmapped_reshapes`` (:func:`trace` marks its groups)."""
     from torch_pruning.dependency import index_mapping
 
     original = index_mapping.update_reshape_index_mapping
+    if getattr(original, "thesislib_guard", False):
+        return
 
     def guarded(graph, node):
+        shapes = _shape_in_out(node.grad_fn)
+        if shapes is not None and _splits_channel_axis(*shapes):
+            graph.__dict__.setdefault("unmapped_reshapes", set()).add(node)
+            return None  # a channel shuffle: torch-pruning's flatten mapping would be wrong (and explode)
+        if shapes is not None and len(shapes[0]) not in (1, 2, 4):
+            return None  # token reshapes: torch-pruning maps only 2-D/4-D tensors (its own rule when it sees the sizes)
         try:
             return original(graph, node)
         except ZeroDivisionError:
-            failed.add(node)
+            graph.__dict__.setdefault("unmapped_reshapes", set()).add(node)
             return None
 
+    guarded.thesislib_guard = True
     index_mapping.update_reshape_index_mapping = guarded
-    try:
-        yield
-    finally:
-        index_mapping.update_reshape_index_mapping = original
+
+    flatten_call = index_mapping._FlattenIndexMapping.__call__
+
+    def bounded(self, idxs):
+        if not self.reverse and len(idxs) * self._stride > _MAX_FLATTEN_INDICES:
+            raise ValueError(f"a flatten index mapping of {len(idxs)} x {self._stride} indices (torch-pruning reads "
+                             f"a token reshape as a flatten)")
+        return flatten_call(self, idxs)
+
+    index_mapping._FlattenIndexMapping.__call__ = bounded
+
+
+_MAX_FLATTEN_INDICES = 1 << 16  # a conv -> flatten -> Linear of channels x positions (VGG at 224 px: 25088)
 
 
 def _inputs_tuple(example_inputs: Any) -> tuple:
@@ -136,16 +157,14 @@ def check_runs(model: nn.Module, example_inputs: Any) -> None:
 
 def dependency_graph(model: nn.Module, example_inputs: Any, **kwargs: Any):
     """``tp.DependencyGraph().build_dependency(model, example_inputs, **kwargs)`` traced with in-place
-    activations disabled, the reshape guard on and torch-pruning's tracing warnings silenced; gradients
+    activations disabled, the reshape guard installed and torch-pruning's tracing warnings silenced; gradients
     are enabled for the trace (the graph is read from autograd)."""
     import torch_pruning as tp
 
-    failed: set = set()
-    with inplace_disabled(model), _reshape_guard(failed), warnings.catch_warnings(), torch.enable_grad():
+    _install_reshape_guard()
+    with inplace_disabled(model), warnings.catch_warnings(), torch.enable_grad():
         warnings.simplefilter("ignore")
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, **kwargs)
-    graph.unmapped_reshapes = failed  # reshapes whose channel mapping torch-pruning could not infer
-    return graph
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- attention
@@ -494,9 +513,18 @@ def _shape_in_out(grad_fn: Any) -> tuple[list[int], list[int]] | None:
         return None
 
 
+def _splits_channel_axis(a: list[int], b: list[int]) -> bool:
+    """``[n, c, *rest] -> [n, g, c / g, *rest]`` or back: the view of a channel shuffle."""
+    if len(b) == len(a) + 1 and len(a) >= 3:
+        return b[0] == a[0] and b[1] * b[2] == a[1] and b[1] > 1 and b[2] > 1 and b[3:] == a[2:]
+    if len(a) == len(b) + 1 and len(b) >= 3:
+        return _splits_channel_axis(b, a)
+    return False
+
+
 def _mixes_channels(graph: Any, dep: Any, channels: int, batch: int | None) -> bool:
     """A reshape whose channel correspondence is unknown: one torch-pruning could not map
-    (:func:`_reshape_guard`), or one of an ``[batch, C, H, W]`` activation that splits or merges its
+    (:func:`_install_reshape_guard`), or one of an ``[batch, C, H, W]`` activation that splits or merges its
     channel axis without an index mapping (a channel shuffle, which torch-pruning maps as the identity)."""
     from torch_pruning import ops as tp_ops
 
@@ -513,6 +541,29 @@ def _mixes_channels(graph: Any, dep: Any, channels: int, batch: int | None) -> b
         return False
     return (len(a) == 4 and a[1] == channels and (len(b) < 2 or b[1] != channels)
             or len(b) == 4 and b[1] == channels and (len(a) < 2 or a[1] != channels))
+
+
+def _root_groups(dg: Any, roots: tuple[type, ...]) -> Iterator[tuple[nn.Module, Any, Exception | None]]:
+    """torch-pruning's ``get_all_groups`` (one group per root layer's output channels, roots already in an
+    earlier group skipped), except that a root whose group torch-pruning fails to build (an index mapping
+    out of range after a channel shuffle) is yielded with its error instead of ending the search."""
+    visited: set[int] = set()
+    for m in list(dg.module2node.keys()):
+        if not isinstance(m, roots) or any(m is i for i in dg.IGNORED_LAYERS_IN_TRACING) or id(m) in visited:
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None:
+            continue
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        except (IndexError, KeyError, ValueError, ZeroDivisionError, RuntimeError) as err:
+            visited.add(id(m))
+            yield m, None, err
+            continue
+        for dep, _ in group:
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                visited.add(id(dep.target.module))
+        yield m, group, None
 
 
 @dataclass
@@ -546,8 +597,11 @@ def trace(model: nn.Module, example_inputs: Any) -> Trace:
     first = next((t for t in _inputs_tuple(example_inputs) if isinstance(t, torch.Tensor) and t.dim()), None)
     batch = first.shape[0] if first is not None else None
     groups: list[ChannelGroup] = []
-    for g in dg.get_all_groups(root_module_types=roots):
-        root = g[0].dep.target.module
+    for root, g, err in _root_groups(dg, roots):
+        if g is None:
+            groups.append(ChannelGroup(names.get(root, "?"), dg.get_out_channels(root), root=root,
+                                       reason=f"torch-pruning cannot follow its channels ({type(err).__name__}: {err})"))
+            continue
         n = len(g[0].idxs)
         group = ChannelGroup(names.get(root, "?"), n, root=root, root_handler=g[0].dep.handler)
         reasons: list[str] = []

@@ -36,7 +36,6 @@ from torch import nn
 
 from thesislib.graph import (ATTENTION_AXES, ChannelGroup, Role, attention_blocks, attention_group,
                              spectral_norms, trace)
-from thesislib.runtime import check_finite
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 ATTENTION_UNITS = ATTENTION_AXES
@@ -161,7 +160,6 @@ def analyse(model: nn.Module, example_inputs, ignored_layers: Sequence[nn.Module
     """
     if attention not in ATTENTION_UNITS:
         raise ValueError(f"attention must be one of {ATTENTION_UNITS}, got {attention!r}")
-    check_finite(model)
     spectral = strip_spectral_norm(model)
     ignored = list(default_ignored_layers(model) if ignored_layers is None else ignored_layers)
     names = {id(m): n for n, m in model.named_modules()}
