@@ -13,7 +13,8 @@ filter norms (Li et al. 2017); ``bn_scale`` (Liu et al. 2017); ``taylor`` (Molch
 :class:`PruningMethod` in :data:`METHOD_REGISTRY` (name, calibration need, score / plan / convert,
 citation); a new method is one :func:`register_method` call in :mod:`.pruner`.
 
-Modules: :mod:`.structural` (groups, physical removal, torch-pruning workarounds), :mod:`.importance`,
+Channel groups come from :mod:`thesislib.graph` (the one group model). Modules: :mod:`.structural` (the
+removal policy: plans, physical removal, spectral-norm strip/restore), :mod:`.importance`,
 :mod:`.obs`, :mod:`.merging`, :mod:`.schedule` (GMP, fine-tuning), :mod:`.calibration` (BatchNorm
 recalibration); the sweep behind ``notebooks/baselines.ipynb`` is :mod:`thesislib.experiments.baselines`.
 """
