@@ -22,11 +22,35 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from ._width import scaled
+from ._width import check_positive_ints, scaled
 
 STEMS = ("imagenet", "small")
 STAGE_WIDTHS = (64, 128, 256, 512)
 RESNET18_BLOCKS = (2, 2, 2, 2)
+
+
+def residual_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    """``blocks`` BasicBlocks of ``planes`` channels (He et al. 2016); where the first changes the shape, its
+    shortcut is a 1×1 strided convolution + BatchNorm (option B), as in torchvision."""
+    downsample = None
+    if stride != 1 or inplanes != planes * BasicBlock.expansion:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
+            nn.BatchNorm2d(planes * BasicBlock.expansion),
+        )
+    layers = [BasicBlock(inplanes, planes, stride, downsample)]
+    layers += [BasicBlock(planes * BasicBlock.expansion, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+def init_resnet_weights(model: nn.Module) -> None:
+    """torchvision's ResNet initialisation: Kaiming-normal (fan-out) convolutions, BatchNorm γ = 1, β = 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 class ResNet(nn.Module):
@@ -45,9 +69,7 @@ class ResNet(nn.Module):
             raise ValueError(f"stem must be one of {STEMS} ('small' for 28-32 px inputs), got {stem!r}")
         if len(blocks) != len(STAGE_WIDTHS):
             raise ValueError(f"blocks must give {len(STAGE_WIDTHS)} stage depths, got {blocks!r}")
-        for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(num_classes=num_classes, in_channels=in_channels)
         widths = [scaled(c, width) for c in STAGE_WIDTHS]
         self.stem = stem
         self.width = width
@@ -68,24 +90,12 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(widths[3] * BasicBlock.expansion, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        init_resnet_weights(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * BasicBlock.expansion),
-            )
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+        stage = residual_stage(self.inplanes, planes, blocks, stride)
         self.inplanes = planes * BasicBlock.expansion
-        layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        return stage
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

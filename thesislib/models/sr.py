@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._width import scaled
+from ._width import check_positive_ints, scaled
 
 UPSAMPLERS = ("pixelshuffle", "convtranspose")
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -29,9 +29,7 @@ class SRCNN(nn.Module):
 
     def __init__(self, channels: int = 1, n1: int = 64, n2: int = 32) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("n1", n1), ("n2", n2)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(channels=channels, n1=n1, n2=n2)
         self.conv1 = nn.Conv2d(channels, n1, kernel_size=9, padding=4)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(n1, n2, kernel_size=5, padding=2)
@@ -110,9 +108,7 @@ class EDSR(nn.Module):
         super().__init__()
         if not isinstance(scale, int) or isinstance(scale, bool) or scale < 2:
             raise ValueError(f"scale must be an int >= 2 (2, 3 or 4 in the SR benchmarks), got {scale!r}")
-        for name, value in (("n_feats", n_feats), ("channels", channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(n_feats=n_feats, channels=channels)
         if not isinstance(n_blocks, int) or n_blocks < 0:
             raise ValueError(f"n_blocks must be a non-negative int, got {n_blocks!r}")
         self.scale = scale

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._width import scaled
+from ._width import check_positive_ints, scaled
 
 
 class Attention(nn.Module):
@@ -33,9 +33,7 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, scale: float | None = None) -> None:
         super().__init__()
-        for name, value in (("dim", dim), ("num_heads", num_heads), ("head_dim", head_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(dim=dim, num_heads=num_heads, head_dim=head_dim)
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.scale = scale
@@ -94,10 +92,8 @@ class VisionTransformer(nn.Module):
         mlp_hidden: int = 128,
     ) -> None:
         super().__init__()
-        for name, value in (("image_size", image_size), ("patch_size", patch_size), ("in_channels", in_channels),
-                            ("num_classes", num_classes), ("depth", depth), ("mlp_hidden", mlp_hidden)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(image_size=image_size, patch_size=patch_size, in_channels=in_channels,
+                            num_classes=num_classes, depth=depth, mlp_hidden=mlp_hidden)
         if image_size % patch_size:
             raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
         self.image_size = image_size
