@@ -48,7 +48,7 @@ from thesislib.checkpointing import Checkpointer, load_checkpoint, restore_rng
 from thesislib.config import SCALES, check_scale, seed_everything
 from thesislib.distributed import (DistInfo, barrier, broadcast_draw, broadcast_object, distributed_sampler,
                                    init_distributed, is_main, per_rank_batch, rank, rank_seed, shutdown,
-                                   unwrap, world_size, wrap_ddp)
+                                   world_size, wrap_ddp)
 from thesislib.results import REPO_ROOT, atomic_write_text
 from thesislib.tracking import Tracker
 from thesislib.training import Callback, TrainState, cosine_factor, train
@@ -443,14 +443,24 @@ def _fashion(opts: Options, device: torch.device) -> Task:
                 eval_every=per_epoch, settings={"width": s.width, "lr": lr, "recipe_seed": s.seed})
 
 
+def _first_images(train_set: Dataset, test_set: Dataset, n_train: int | None) -> tuple[Dataset, Dataset]:
+    """Below gpu scale: ``n_train`` training images drawn once with seed 0 and the first ``n_train // 4``
+    test images; at gpu scale (``None``) both sets whole."""
+    if n_train is None:
+        return train_set, test_set
+    from torch.utils.data import Subset
+
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    return (Subset(train_set, order[:n_train].tolist()),
+            Subset(test_set, range(min(len(test_set), n_train // 4))))  # type: ignore[arg-type]
+
+
 _CIFAR = {"smoke": (0.125, 1024, 64, 1), "cpu": (0.25, 10000, 128, 2), "gpu": (1.0, None, 128, 200)}
 
 
 def _cifar(model_name: str) -> Callable[[Options, torch.device], Task]:
     def build(opts: Options, device: torch.device) -> Task:
         """CIFAR-10 with He et al.'s augmentation; SGD 0.1, momentum 0.9 (Nesterov), cosine; 200 epochs at gpu."""
-        from torch.utils.data import Subset
-
         from thesislib.data.gpu import cifar10_transforms, require_data
         from thesislib.data.vision import cifar10
         from thesislib.models import resnet18, resnet20
@@ -459,10 +469,7 @@ def _cifar(model_name: str) -> Callable[[Options, torch.device], Task]:
         width, n_train, batch, epochs = _CIFAR[opts.scale]
         train_set: Dataset = cifar10(root, True, transform=cifar10_transforms(True))
         test_set: Dataset = cifar10(root, False, transform=cifar10_transforms(False))
-        if n_train is not None:
-            order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
-            train_set = Subset(train_set, order[:n_train].tolist())
-            test_set = Subset(test_set, range(min(len(test_set), n_train // 4)))  # type: ignore[arg-type]
+        train_set, test_set = _first_images(train_set, test_set, n_train)
         batch = _pick(opts.batch_size, batch)
         per_epoch = len(train_set) // batch  # type: ignore[arg-type]
         wd = 5e-4 if model_name == "resnet18" else 1e-4
@@ -491,8 +498,6 @@ _IMAGENET = {"smoke": (0.125, 64, 2048, 64, 1), "cpu": (0.25, 128, 20000, 64, 1)
 def _imagenet(opts: Options, device: torch.device) -> Task:
     """ImageNet ResNet-18 (He et al. 2016) from the user's ImageFolder: SGD 0.1 (for batch 256),
     weight decay 1e-4, cosine over 90 epochs at gpu."""
-    from torch.utils.data import Subset
-
     from thesislib.data.gpu import imagenet_transforms, require_data
     from thesislib.data.vision import imagenet
     from thesislib.models import resnet18
@@ -501,10 +506,7 @@ def _imagenet(opts: Options, device: torch.device) -> Task:
     width, size, n_train, batch, epochs = _IMAGENET[opts.scale]
     train_set: Dataset = imagenet(root, "train", transform=imagenet_transforms(True, size))
     val_set: Dataset = imagenet(root, "val", transform=imagenet_transforms(False, size))
-    if n_train is not None:
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
-        train_set = Subset(train_set, order[:n_train].tolist())
-        val_set = Subset(val_set, range(min(len(val_set), n_train // 4)))  # type: ignore[arg-type]
+    train_set, val_set = _first_images(train_set, val_set, n_train)
     batch = _pick(opts.batch_size, batch)
     per_epoch = len(train_set) // batch  # type: ignore[arg-type]
     lr = _pick(opts.lr, 0.1 * batch / 256)
