@@ -144,7 +144,7 @@ def test_global_allocation_keeps_the_overall_ratio() -> None:
 def test_merging_methods_fold_identical_channels_exactly() -> None:
     """Two equal filters (with equal BatchNorm) merged into one: the consumer's summed column keeps the output."""
     net = _resnet()
-    conv, bn, nxt = net.layer1[0].conv1, net.layer1[0].bn1, net.layer1[0].conv2
+    conv, bn = net.layer1[0].conv1, net.layer1[0].bn1
     with torch.no_grad():
         for c in range(4):  # channels 4..7 duplicate channels 0..3
             conv.weight[4 + c] = conv.weight[c]

@@ -591,7 +591,6 @@ def trace(model: nn.Module, example_inputs: Any) -> Trace:
     customized = {t: _attention_pruner() for t in {type(m) for m in leaves}}
     dg = dependency_graph(model, example_inputs, customized_pruners=customized or None, verbose=False)
     names = {m: n for n, m in model.named_modules()}
-    owner_of = {id(p): (n, m) for n, m in model.named_modules() for p in m.parameters(recurse=False)}
     unwrapped_dim = {id(u.parameters): u.pruning_dim for u in dg.unwrapped_parameters}
     roots = _CONV + _CONVT + (nn.Linear,) + tuple({type(m) for m in leaves})
     first = next((t for t in _inputs_tuple(example_inputs) if isinstance(t, torch.Tensor) and t.dim()), None)

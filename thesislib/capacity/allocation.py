@@ -210,7 +210,7 @@ def allocate(cnet: ContinuousLike, budget: float, cost: str = "latency", capacit
     limit = budget * model.full
     current = model.total(widths)
     while current > limit:
-        best, best_score, best_delta = None, math.inf, 0.0
+        best, best_score = None, math.inf
         for g, w in widths.items():
             if w <= 1:
                 continue
@@ -220,7 +220,7 @@ def allocate(cnet: ContinuousLike, budget: float, cost: str = "latency", capacit
                 continue
             score = _loss(w, to, caps[g], oversampled_weight, model.sizes[g]) / -delta
             if score < best_score:
-                best, best_score, best_delta = g, score, delta
+                best, best_score = g, score
         if best is None:      # cannot happen after _min_check unless costs are degenerate
             raise ValueError(f"no width assignment meets budget {budget:.4g}")
         widths[best] = max(1, widths[best] - steps[best])
