@@ -16,8 +16,8 @@ Fashion-MNIST model too -- CIFAR-10 needs a user's data folder and is not run he
    (fixed before measuring);
 3. the fairness table: every pruning method at ``fairness_ratio`` with and without BatchNorm recalibration
    (``recal_batches[-1]`` batches) and the paired bootstrap interval of the difference over test images;
-4. an INN-trained net (:func:`thesislib.width_training.train_continuous`, random widths, ``inn_steps``
-   steps from the trained model): ``none`` against recalibration, to see what mixed-width training leaves.
+4. the INN-trained net of :mod:`.inn_training` (``inn_trained(scale, start="checkpoint")``: INN fine-tuning
+   of the same checkpoint with random widths, cached by that notebook): ``none`` against recalibration.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class Settings:
     ``ratios``: kept fractions; ``recal_batches``: the k of recalibration (batches of ``recal_batch_size``
     training images: the calibration split, then the training split, in a fixed order); ``test_images``: the
     first test images; ``variance_ratios`` / ``variance_batches``: the widths m/n and batches of the
-    variance law; ``fairness_ratio``: the ratio of the fairness table; ``inn_steps``: INN training steps (0:
-    skip), ``inn_lr`` its learning rate; ``bootstrap``: resamples of the intervals.
+    variance law; ``fairness_ratio``: the ratio of the fairness table (one of ``ratios``); ``inn``: include
+    the INN-trained net; ``bootstrap``: resamples of the intervals.
     """
 
     scale: str
@@ -64,21 +64,20 @@ class Settings:
     variance_ratios: tuple[float, ...]
     variance_batches: int
     fairness_ratio: float
-    inn_steps: int
-    inn_lr: float
+    inn: bool
     bootstrap: int
 
 
 SETTINGS: dict[str, Settings] = {
     "smoke": Settings("smoke", ratios=(0.5,), recal_batches=(1, 5), recal_batch_size=32, test_images=256,
-                      variance_ratios=(1.0, 0.5, 0.25), variance_batches=1, fairness_ratio=0.5, inn_steps=4,
-                      inn_lr=0.01, bootstrap=200),
+                      variance_ratios=(1.0, 0.5, 0.25), variance_batches=1, fairness_ratio=0.5, inn=True,
+                      bootstrap=200),
     "cpu": Settings("cpu", ratios=(0.75, 0.5, 0.375), recal_batches=(1, 2, 5, 10, 20, 50), recal_batch_size=64,
                     test_images=2000, variance_ratios=(1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125),
-                    variance_batches=4, fairness_ratio=0.5, inn_steps=300, inn_lr=0.01, bootstrap=1000),
+                    variance_batches=4, fairness_ratio=0.5, inn=True, bootstrap=1000),
     "gpu": Settings("gpu", ratios=(0.75, 0.5, 0.375), recal_batches=(1, 2, 5, 10, 20, 50), recal_batch_size=128,
                     test_images=None, variance_ratios=(1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125),
-                    variance_batches=10, fairness_ratio=0.5, inn_steps=2000, inn_lr=0.01, bootstrap=1000),
+                    variance_batches=10, fairness_ratio=0.5, inn=True, bootstrap=1000),
 }
 
 
@@ -144,7 +143,6 @@ def resampling_grid(model: nn.Module, s: Settings, example: torch.Tensor, recal:
             for k in s.recal_batches:
                 cnet.recalibrate(recal, k)
                 add(sampling, ratio, f"recal_k{k}", cnet)
-            cnet.resample(ratio, antialias=aa)  # drops the recalibrated statistics
             fused.resample(ratio, antialias=aa)
             add(sampling, ratio, "fused", fused)
             add(sampling, ratio, "analytic", corrected, var_error=_log_error(corrected, reference))
@@ -192,15 +190,14 @@ def fairness(model: nn.Module, methods: Sequence[str], ratio: float, example: to
     return rows
 
 
-def inn_case(model: nn.Module, s: Settings, example: torch.Tensor, train: Iterable, recal: Iterable,
-             test: Iterable, seed: int) -> list[dict[str, Any]]:
-    """INN training from the trained model (random widths in [0.25, 1] per group, ``inn_steps`` steps), then
-    ``none`` and ``recal_k<max>`` accuracy at every ratio and sampling."""
-    from thesislib.continuous import to_continuous
-    from thesislib.width_training import train_continuous
+def inn_case(s: Settings, recal: Iterable, test: Iterable, seed: int, device: torch.device | str | None = None
+             ) -> list[dict[str, Any]]:
+    """The INN-trained net of :func:`.inn_training.inn_trained` (fine-tuned from the checkpoint with random
+    widths; its statistics recalibrated at full width), ``none`` and ``recal_k<max>`` accuracy at full width
+    and every ratio, both samplings."""
+    from .inn_training import inn_trained
 
-    cnet = to_continuous(model, example)
-    train_continuous(cnet, train, s.inn_steps, widths=(0.25, 1.0), lr=s.inn_lr, seed=seed)
+    cnet = inn_trained(s.scale, seed=seed, start="checkpoint", device=device)
     k = s.recal_batches[-1]
     records = []
     cnet.eval()
@@ -248,7 +245,6 @@ class Result(ResultMixin):
     fairness_ratio: float
     inn: list[dict[str, Any]]
     inn_accuracy: dict[str, dict[str, dict[str, float]]]
-    inn_steps: int
     predictions: dict[str, bool]
     verdicts: dict[str, str]
     at_ratio: dict[str, float]
@@ -286,7 +282,7 @@ def run(settings: Settings, seed: int = 0, device: torch.device | str | None = N
     variance = variance_law(model, s, example, recal)
     r2 = sorted(r["r2"] for r in variance)
     table = fairness(model, METHODS, s.fairness_ratio, example, loaders.calib, recal, k, test, s.bootstrap, seed)
-    inn = inn_case(model, s, example, loaders.train, recal, test, seed) if s.inn_steps > 0 else []
+    inn = inn_case(s, recal, test, seed, device=dev) if s.inn else []
     acc = _grid(records)
     err = _grid(records, "var_error")
     law = all(r["b_positive"] for r in variance) and r2[0] >= 0.9
@@ -306,7 +302,7 @@ def run(settings: Settings, seed: int = 0, device: torch.device | str | None = N
         variance_r2_median=statistics.median(r2),
         variance_groups=len(variance), variance_b_positive=sum(r["b_positive"] for r in variance),
         fairness=table, fairness_gain={r["method"]: r["gain"] for r in table}, fairness_ratio=s.fairness_ratio,
-        inn=inn, inn_accuracy=_grid(inn), inn_steps=s.inn_steps, predictions=predictions,
+        inn=inn, inn_accuracy=_grid(inn), predictions=predictions,
         verdicts={k: "да" if v else "нет" for k, v in predictions.items()}, at_ratio=_at_ratio(acc, inn, s),
         headline_ratio=s.fairness_ratio, k_first=s.recal_batches[0], k_last=k, hits=hits)
 

@@ -56,10 +56,11 @@ __all__ = ["Settings", "SETTINGS", "settings", "Result", "run", "sn_model", "Rea
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of the SpectralNorm experiment at one scale: the classifier (``width``, ``epochs``, ``lr``), the
+    """Sizes of the SpectralNorm experiment at one scale: the classifier (``width``, ``epochs``, Adam ``lr``), the
     discriminator (``disc_width``, ``patch``, ``disc_patches`` per training photo, ``disc_epochs``,
-    ``disc_lr``), the kept ``ratios``, ``test_images`` for accuracy, ``lipschitz_images`` for the
-    empirical estimate, ``calib_batches`` for OBS."""
+    ``disc_lr``), the training ``temperature`` (cross-entropy of ``temperature · logits``), the kept
+    ``ratios``, ``test_images`` for accuracy, ``lipschitz_images`` for the empirical estimate,
+    ``calib_batches`` for OBS."""
 
     scale: str
     width: float
@@ -74,18 +75,19 @@ class Settings:
     test_images: int | None
     lipschitz_images: int
     calib_batches: int
+    temperature: float = 20.0
     seed: int = 0
 
 
 SETTINGS: dict[str, Settings] = {
-    "smoke": Settings("smoke", width=0.25, epochs=1, lr=0.05, disc_width=0.125, patch=32, disc_patches=8,
-                      disc_epochs=1, disc_lr=0.02, ratios=(0.5,), test_images=256, lipschitz_images=64,
+    "smoke": Settings("smoke", width=0.25, epochs=1, lr=1e-3, disc_width=0.125, patch=32, disc_patches=8,
+                      disc_epochs=1, disc_lr=1e-3, ratios=(0.5,), test_images=256, lipschitz_images=64,
                       calib_batches=1),
-    "cpu": Settings("cpu", width=0.5, epochs=2, lr=0.05, disc_width=0.125, patch=32, disc_patches=128,
-                    disc_epochs=4, disc_lr=0.02, ratios=(0.75, 0.5, 0.25), test_images=2000, lipschitz_images=500,
+    "cpu": Settings("cpu", width=0.5, epochs=1, lr=1e-3, disc_width=0.125, patch=32, disc_patches=128,
+                    disc_epochs=4, disc_lr=1e-3, ratios=(0.75, 0.5, 0.25), test_images=2000, lipschitz_images=500,
                     calib_batches=5),
-    "gpu": Settings("gpu", width=1.0, epochs=15, lr=0.05, disc_width=0.5, patch=32, disc_patches=1024,
-                    disc_epochs=10, disc_lr=0.02, ratios=(0.75, 0.5, 0.25), test_images=None, lipschitz_images=2000,
+    "gpu": Settings("gpu", width=1.0, epochs=15, lr=1e-3, disc_width=0.5, patch=32, disc_patches=1024,
+                    disc_epochs=10, disc_lr=1e-3, ratios=(0.75, 0.5, 0.25), test_images=None, lipschitz_images=2000,
                     calib_batches=20),
 }
 
@@ -140,9 +142,9 @@ def _loaders(network: str, s: Settings) -> tuple[Any, DataLoader, DataLoader]:
 # ------------------------------------------------------------------------------------------ the models
 def _recipe(network: str, s: Settings) -> dict[str, Any]:
     if network == "classifier":
-        return {"width": s.width, "epochs": s.epochs, "lr": s.lr, "seed": s.seed}
+        return {"width": s.width, "epochs": s.epochs, "lr": s.lr, "temperature": s.temperature, "seed": s.seed}
     return {"width": s.disc_width, "patch": s.patch, "patches": s.disc_patches, "epochs": s.disc_epochs,
-            "lr": s.disc_lr, "seed": s.seed}
+            "lr": s.disc_lr, "temperature": s.temperature, "seed": s.seed}
 
 
 def _build(network: str, s: Settings) -> nn.Module:
@@ -165,8 +167,13 @@ def checkpoint_path(network: str, s: Settings) -> Path:
 
 def sn_model(network: str, s: Settings, device: torch.device | str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The trained spectral-norm ``network`` of ``s`` in eval mode and its record (trained once, cached
-    atomically; the state dict holds the power-iteration vectors)."""
-    from thesislib.training import train_classifier
+    atomically; the state dict holds the power-iteration vectors). Training: Adam with a cosine learning rate
+    on the cross-entropy of ``temperature · logits`` -- the network itself is unchanged (argmax, σ and the
+    Lipschitz constant are those of the logits); without it a 1-Lipschitz stack's logits are too small to
+    learn from (SGD stays at chance)."""
+    from thesislib.metrics import accuracy
+    from thesislib.training import cosine_factor
+    from thesislib.training import train as train_steps
 
     model = _build(network, s)
     path = checkpoint_path(network, s)
@@ -179,7 +186,14 @@ def sn_model(network: str, s: Settings, device: torch.device | str | None = None
         dev = torch.device(device) if device is not None else default_device()
         started = time.perf_counter()
         epochs, lr = (s.epochs, s.lr) if network == "classifier" else (s.disc_epochs, s.disc_lr)
-        history = train_classifier(model, train, epochs, lr=lr, device=dev, weight_decay=0.0, eval_loader=test)
+        steps = epochs * len(train)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: cosine_factor(k, steps))
+        state = train_steps(model, train, steps, lambda z, y: F.cross_entropy(s.temperature * z, y), optimizer,
+                      schedule, device=dev)
+        model.eval()
+        history = [{"steps": steps, "loss": float(sum(state.losses[-50:]) / len(state.losses[-50:])),
+                    "test_accuracy": accuracy(model, test)}]
         record = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                   "recipe": _recipe(network, s), "history": history, "train_seconds": time.perf_counter() - started,
                   "device": str(dev)}
