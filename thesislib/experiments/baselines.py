@@ -19,9 +19,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from thesislib.config import seed_everything, settings_for
+from thesislib.config import settings_for
 from thesislib.metrics import accuracy, count_macs, count_params
 from thesislib.results import ratio_key
+from thesislib.runtime import batch_inputs
 
 from .common import ResultMixin, best_method, by_method, first_images, summary_table, sweep, table_rows
 
@@ -158,19 +159,14 @@ def headline(records: Sequence[dict], tuned: Sequence[dict], unpruned_accuracy: 
 
 def run(settings: Settings, seed: int = 0, device: torch.device | str | None = None) -> Result:
     """The whole experiment at ``settings``: the sweep over every method and ratio, then the fine-tuning column."""
-    from thesislib.data import fashion_loaders
     from thesislib.pruning import METHODS
 
-    from .fashion_mnist import fashion_resnet18
+    from .fashion_mnist import trained_setup
 
     s = settings
-    seed_everything(seed)
-    model = fashion_resnet18(s.scale, device=device)
-    dev = next(model.parameters()).device
-    loaders = fashion_loaders(s.scale, seed=seed)
-    test = first_images(loaders.test, s.test_images)
+    model, dev, loaders, test = trained_setup(s.scale, seed, device, s.test_images)
     calib = first_images(loaders.calib, s.calib_images)
-    example = next(iter(test))[0][:1].to(dev)
+    example = batch_inputs(next(iter(test)))[:1].to(dev)
     base = accuracy(model, test)
     records = prune_all(model, METHODS, s.ratios, example, calib, test, recalibrate=True,
                         calib_batches=s.calib_batches, seed=seed)

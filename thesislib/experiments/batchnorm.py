@@ -31,12 +31,13 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
-from thesislib.config import seed_everything, settings_for
+from thesislib.config import settings_for
 from thesislib.graph import keep_count
 from thesislib.metrics import bootstrap_interval, correct_predictions
 from thesislib.results import ratio_key
+from thesislib.runtime import batch_inputs
 
-from .common import ResultMixin, first_images, unsaved
+from .common import ResultMixin, unsaved
 
 NAME = "batchnorm"
 SAMPLINGS: tuple[str, ...] = ("naive", "antialias")
@@ -256,19 +257,14 @@ class Result(ResultMixin):
 
 def run(settings: Settings, seed: int = 0, device: torch.device | str | None = None) -> Result:
     """The whole experiment at ``settings`` (see the module docstring)."""
-    from thesislib.data import fashion_loaders
     from thesislib.pruning import METHODS
 
-    from .fashion_mnist import fashion_resnet18
+    from .fashion_mnist import trained_setup
 
     s = settings
-    seed_everything(seed)
-    model = fashion_resnet18(s.scale, device=device)
-    dev = next(model.parameters()).device
-    loaders = fashion_loaders(s.scale, seed=seed)
-    test = first_images(loaders.test, s.test_images)
+    model, dev, loaders, test = trained_setup(s.scale, seed, device, s.test_images)
     recal = recalibration_loader(loaders, s.recal_batch_size)
-    example = next(iter(test))[0][:1].to(dev)
+    example = batch_inputs(next(iter(test)))[:1].to(dev)
     base = float(correct_predictions(model, test).float().mean())
     records, hits = resampling_grid(model, s, example, recal, test)
     k = s.recal_batches[-1]

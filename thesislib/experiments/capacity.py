@@ -36,6 +36,7 @@ from thesislib.capacity.knee import KneeTable, knee_table
 from thesislib.capacity.profiling import profile
 from thesislib.config import seed_everything, settings_for
 from thesislib.results import ratio_key
+from thesislib.runtime import model_device
 
 from .common import ResultMixin, unsaved
 
@@ -104,7 +105,7 @@ def setup(s: Settings, seed: int = 0, device: torch.device | str | None = None) 
 
     seed_everything(seed)
     model = fashion_resnet18(s.scale, device=device)
-    device = next(model.parameters()).device
+    device = model_device(model)
     loaders = fashion_loaders(s.scale, seed=seed)
     test = loaders.test.dataset
     subset = Subset(test, list(range(min(s.eval_images, len(test)))))

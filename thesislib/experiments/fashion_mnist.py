@@ -24,7 +24,9 @@ from torch import nn
 from thesislib.config import check_scale, default_device, seed_everything, settings_for
 from thesislib.results import REPO_ROOT, atomic_write_bytes
 
-from .common import ResultMixin, unsaved
+from thesislib.runtime import batch_inputs, model_device
+
+from .common import ResultMixin, first_images, unsaved
 
 NAME = "fashion_mnist"
 
@@ -148,6 +150,18 @@ def fashion_resnet18(scale: str, device: torch.device | str | None = None) -> nn
     return model.to(device).eval()
 
 
+def trained_setup(scale: str, seed: int, device: torch.device | str | None,
+                  test_images: int | None) -> tuple[nn.Module, torch.device, Any, Any]:
+    """The seeded start of every experiment on the trained checkpoint: the model of ``scale`` (eval mode),
+    its device, the Fashion-MNIST loaders and a loader of the first ``test_images`` test images."""
+    from thesislib.data import fashion_loaders
+
+    seed_everything(seed)
+    model = fashion_resnet18(scale, device=device)
+    loaders = fashion_loaders(scale, seed=seed)
+    return model, model_device(model), loaders, first_images(loaders.test, test_images)
+
+
 # ---------------------------------------------------------------------------------------- experiment
 @dataclass
 class Result(ResultMixin):
@@ -193,7 +207,7 @@ def run(settings: Settings, seed: int = 0, device: torch.device | str | None = N
     record = fashion_resnet18_record(settings.scale)
     model = fashion_resnet18(settings.scale, device=device if device is not None else "cpu")
     loaders = fashion_loaders(settings.scale, seed=settings.seed)
-    example = next(iter(loaders.test))[0][:1].to(next(model.parameters()).device)
+    example = batch_inputs(next(iter(loaders.test)))[:1].to(model_device(model))
     confusion = per_class_accuracy(model, loaders.test, num_classes=len(CLASSES))
     test_images = len(loaders.test.dataset)
     accuracy = record["test_accuracy"]

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from thesislib.config import default_device, seed_everything, settings_for
 from thesislib.results import REPO_ROOT, atomic_write_bytes, ratio_key
+from thesislib.runtime import batch_inputs, model_device
 
 from .common import ResultMixin, first_images
 
@@ -303,8 +304,8 @@ def run(settings: Settings, seed: int = 0, device: torch.device | str | None = N
         model, record = sn_model(network, s, device=device)
         _train, calib, test = _loaders(network, s)
         lip = first_images(test, s.lipschitz_images)
-        dev = next(model.parameters()).device
-        example = next(iter(test))[0][:1].to(dev)
+        dev = model_device(model)
+        example = batch_inputs(next(iter(test)))[:1].to(dev)
         training[network] = {"test_accuracy": record["history"][-1].get("test_accuracy"),
                              "train_seconds": record["train_seconds"], "device": record["device"],
                              "recipe": record["recipe"]}
