@@ -262,6 +262,22 @@ def _target(argument: str) -> tuple[str, str]:
     return notebook, name
 
 
+def _result_file(directive: Any, kind: str, target: str, locate: Any) -> tuple[Path, str, str, str] | list:
+    """``(path, notebook, name, scale)`` of the results file ``locate(notebook, scale, name)`` that a
+    directive's ``notebook/name`` target names (the page then depends on it), or the build error naming the
+    page and the notebook that should produce it when the target is malformed or the file is missing."""
+    try:
+        notebook, name = _target(target)
+        scale = book_scale()
+        path = locate(notebook, scale, name, mkdir=False)
+    except ValueError as error:
+        return _directive_error(directive, f"result {kind} {target!r}: {error}")
+    if not path.is_file():
+        return _directive_error(directive, f"result {kind} {path} does not exist; " + _how_to_produce(notebook, scale))
+    directive.state.document.settings.env.note_dependency(str(path))
+    return path, notebook, name, scale
+
+
 class ResultFigure(Figure):
     """``{result-figure} notebook/name`` → figure of results/<notebook>/<scale>/<name>.png.
 
@@ -273,15 +289,10 @@ class ResultFigure(Figure):
 
     def run(self):
         env = self.state.document.settings.env
-        try:
-            notebook, name = _target(self.arguments[0])
-            scale = book_scale()
-            path = _results.figure_path(notebook, scale, name, mkdir=False)
-        except ValueError as error:
-            return _directive_error(self, f"result figure {self.arguments[0]!r}: {error}")
-        if not path.is_file():
-            return _directive_error(self, f"result figure {path} does not exist; " + _how_to_produce(notebook, scale))
-        env.note_dependency(str(path))
+        found = _result_file(self, "figure", self.arguments[0], _results.figure_path)
+        if isinstance(found, list):
+            return found
+        path, notebook, name, scale = found
         self.arguments[0] = "/" + Path(os.path.relpath(path.resolve(), Path(env.srcdir).resolve())).as_posix()
         interactive = "interactive" in self.options
         self.options.pop("interactive", None)
@@ -454,15 +465,10 @@ class ResultTable(CSVTable):
 
     def run(self):
         target, _, title = self.arguments[0].partition(" ")
-        try:
-            notebook, name = _target(target)
-            scale = book_scale()
-            path = _results.table_path(notebook, scale, name, mkdir=False)
-        except ValueError as error:
-            return _directive_error(self, f"result table {target!r}: {error}")
-        if not path.is_file():
-            return _directive_error(self, f"result table {path} does not exist; " + _how_to_produce(notebook, scale))
-        self.state.document.settings.env.note_dependency(str(path))
+        found = _result_file(self, "table", target, _results.table_path)
+        if isinstance(found, list):
+            return found
+        path, notebook, name, scale = found
         try:
             with path.open(encoding="utf-8", newline="") as file:
                 rows = list(csv.reader(file))
